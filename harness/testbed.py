@@ -72,8 +72,9 @@ def log(msg: str) -> None:
     print(f"testbed: {msg}", flush=True)
 
 
-def run(cmd: list[str], *, check: bool = True, capture: bool = False,
-        input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def run(
+    cmd: list[str], *, check: bool = True, capture: bool = False, input_bytes: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     result = subprocess.run(cmd, check=False, capture_output=capture, input=input_bytes)
     if check and result.returncode != 0:
         detail = ""
@@ -84,8 +85,12 @@ def run(cmd: list[str], *, check: bool = True, capture: bool = False,
 
 
 def docker_ok() -> bool:
-    return run(["docker", "info", "--format", "{{.ServerVersion}}"], check=False,
-               capture=True).returncode == 0
+    return (
+        run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"], check=False, capture=True
+        ).returncode
+        == 0
+    )
 
 
 def image_exists(ref: str) -> bool:
@@ -96,10 +101,11 @@ def image_exists(ref: str) -> bool:
 # apt sources of this machine
 # --------------------------------------------------------------------------
 
+
 def _deb822_stanzas(text: str) -> list[dict[str, str]]:
     stanzas: list[dict[str, str]] = []
     current: dict[str, str] = {}
-    for line in text.splitlines() + [""]:
+    for line in [*text.splitlines(), ""]:
         if not line.strip():
             if current:
                 stanzas.append(current)
@@ -132,22 +138,31 @@ def apt_mirrors() -> tuple[str, str | None]:
             match = re.match(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", line)
             if match:
                 entries.append((match.group(1), [match.group(2)]))
-    main = next((u for u, suites in entries
-                 if any(not s.endswith(("-security", "/updates")) for s in suites)
-                 and "debian" in u), None)
-    security = next((u for u, suites in entries
-                     if any(s.endswith(("-security", "/updates")) for s in suites)), None)
+    main = next(
+        (
+            u
+            for u, suites in entries
+            if any(not s.endswith(("-security", "/updates")) for s in suites) and "debian" in u
+        ),
+        None,
+    )
+    security = next(
+        (u for u, suites in entries if any(s.endswith(("-security", "/updates")) for s in suites)),
+        None,
+    )
     if main is None:
         raise HarnessError(
             "no Debian apt source found in /etc/apt/sources.list(.d): the images are "
             "built with debootstrap from this machine's own Debian mirror. Add a "
-            "'deb <mirror> <suite> main' source (or a deb822 .sources file) and rerun.")
+            "'deb <mirror> <suite> main' source (or a deb822 .sources file) and rerun."
+        )
     return main.rstrip("/"), security.rstrip("/") if security else None
 
 
 # --------------------------------------------------------------------------
 # preflight
 # --------------------------------------------------------------------------
+
 
 def preflight() -> None:
     problems: list[str] = []
@@ -157,7 +172,8 @@ def preflight() -> None:
         problems.append(
             "no Docker daemon answers on this machine: start it (`systemctl start docker`, "
             "or `dockerd >/var/log/dockerd.log 2>&1 &` where systemd is not PID 1; "
-            "`.ci/run` does this for you) and rerun")
+            "`.ci/run` does this for you) and rerun"
+        )
     if shutil.which("debootstrap") is None:
         problems.append("debootstrap is missing: apt-get install debootstrap")
     try:
@@ -171,7 +187,8 @@ def preflight() -> None:
                 problems.append(
                     f"only {free_gb:.1f} GiB free under {path}; the images and test hosts need "
                     f"{MIN_FREE_GB} GiB: free some space (docker system prune, "
-                    f"`make clean-images`) and rerun")
+                    f"`make clean-images`) and rerun"
+                )
     if problems:
         raise HarnessError("preflight failed:\n  - " + "\n  - ".join(problems))
     log("preflight ok (docker daemon, debootstrap, apt sources, disk)")
@@ -180,6 +197,7 @@ def preflight() -> None:
 # --------------------------------------------------------------------------
 # images
 # --------------------------------------------------------------------------
+
 
 def _hash(*parts: str | bytes) -> str:
     digest = hashlib.sha256()
@@ -203,12 +221,16 @@ def _tag(ref_hashed: str, ref_moving: str) -> None:
 def build_base(release: str) -> str:
     suite = RELEASES[release]
     mirror, security = apt_mirrors()
-    sources = [f"Types: deb\nURIs: {mirror}\nSuites: {suite} {suite}-updates\n"
-               "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"]
+    sources = [
+        f"Types: deb\nURIs: {mirror}\nSuites: {suite} {suite}-updates\n"
+        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    ]
     if security:
-        sources.append(f"Types: deb\nURIs: {security}\nSuites: {suite}-security\n"
-                       "Components: main\n"
-                       "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+        sources.append(
+            f"Types: deb\nURIs: {security}\nSuites: {suite}-security\n"
+            "Components: main\n"
+            "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        )
     sources_text = "\n".join(sources)
     digest = _hash(RECIPE, suite, sources_text)
     ref = f"archibald/debian:{release}-{digest}"
@@ -220,26 +242,51 @@ def build_base(release: str) -> str:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"testbed-{suite}-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        result = run(["debootstrap", "--variant=minbase", "--include=ca-certificates",
-                      suite, str(rootfs), mirror], check=False, capture=True)
+        result = run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=ca-certificates",
+                suite,
+                str(rootfs),
+                mirror,
+            ],
+            check=False,
+            capture=True,
+        )
         if result.returncode != 0:
             raise HarnessError(
                 f"debootstrap of {suite} from this machine's mirror failed; the mirror may be "
                 f"unreachable or not carry {suite}:\n"
-                + result.stdout.decode(errors="replace")[-1500:])
+                + result.stdout.decode(errors="replace")[-1500:]
+            )
         (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
         (rootfs / "etc/apt/sources.list.d/debian.sources").write_text(sources_text)
         # Keep images small and apt quiet inside containers.
         (rootfs / "etc/apt/apt.conf.d/90testbed").write_text(
             'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n'
-            'Acquire::Retries "3";\n')
+            'Acquire::Retries "3";\n'
+        )
         shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
         (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."],
-                               stdout=subprocess.PIPE)
-        imp = subprocess.run(["docker", "import", "--change", 'CMD ["/bin/bash"]',
-                              "--change", "ENV DEBIAN_FRONTEND=noninteractive",
-                              "-", ref], stdin=tar.stdout, capture_output=True, check=False)
+        tar = subprocess.Popen(
+            ["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
+        )
+        imp = subprocess.run(
+            [
+                "docker",
+                "import",
+                "--change",
+                'CMD ["/bin/bash"]',
+                "--change",
+                "ENV DEBIAN_FRONTEND=noninteractive",
+                "-",
+                ref,
+            ],
+            stdin=tar.stdout,
+            capture_output=True,
+            check=False,
+        )
         tar.wait()
         if imp.returncode != 0 or tar.returncode != 0:
             raise HarnessError(f"docker import of {ref} failed: {imp.stderr.decode()[-800:]}")
@@ -248,8 +295,9 @@ def build_base(release: str) -> str:
     return ref
 
 
-def build_from_dockerfile(name: str, release: str, base: str, context: Path,
-                          extra: str = "") -> str:
+def build_from_dockerfile(
+    name: str, release: str, base: str, context: Path, extra: str = ""
+) -> str:
     digest = _hash(RECIPE, base, _dir_hash(context), extra)
     ref = f"archibald/{name}:{release}-{digest}"
     moving = f"archibald/{name}:{release}"
@@ -259,11 +307,15 @@ def build_from_dockerfile(name: str, release: str, base: str, context: Path,
         return ref
     log(f"building {ref}")
     started = time.monotonic()
-    result = run(["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={base}",
-                  "-t", ref, str(context)], check=False, capture=True)
+    result = run(
+        ["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", ref, str(context)],
+        check=False,
+        capture=True,
+    )
     if result.returncode != 0:
-        raise HarnessError(f"docker build of {ref} failed:\n"
-                           + result.stderr.decode(errors="replace")[-2500:])
+        raise HarnessError(
+            f"docker build of {ref} failed:\n" + result.stderr.decode(errors="replace")[-2500:]
+        )
     _tag(ref, moving)
     log(f"built {ref} in {time.monotonic() - started:.0f} s")
     return ref
@@ -277,8 +329,7 @@ def build_images(releases: list[str]) -> dict[str, str]:
         refs[f"vps{release}"] = build_from_dockerfile("vps", release, base, IMAGES_DIR / "vps")
     base12 = refs.get("debian12") or build_base("12")
     refs["python12"] = build_from_dockerfile("python", "12", base12, IMAGES_DIR / "python")
-    refs["registry12"] = build_from_dockerfile("registry", "12", base12,
-                                               IMAGES_DIR / "registry")
+    refs["registry12"] = build_from_dockerfile("registry", "12", base12, IMAGES_DIR / "registry")
     return refs
 
 
@@ -286,9 +337,9 @@ def build_images(releases: list[str]) -> dict[str, str]:
 # registry
 # --------------------------------------------------------------------------
 
+
 def ensure_network() -> None:
-    if run(["docker", "network", "inspect", NETWORK], check=False,
-           capture=True).returncode != 0:
+    if run(["docker", "network", "inspect", NETWORK], check=False, capture=True).returncode != 0:
         run(["docker", "network", "create", NETWORK], capture=True)
         log(f"created docker network {NETWORK}")
 
@@ -298,10 +349,16 @@ def registry_up() -> None:
     image = "archibald/registry:12"
     if not image_exists(image):
         raise HarnessError(f"{image} is missing: run `make images` first")
-    want = run(["docker", "image", "inspect", "-f", "{{.Id}}", image],
-               capture=True).stdout.decode().strip()
-    state = run(["docker", "inspect", "-f", "{{.State.Running}} {{.Image}}",
-                 REGISTRY_CONTAINER], check=False, capture=True)
+    want = (
+        run(["docker", "image", "inspect", "-f", "{{.Id}}", image], capture=True)
+        .stdout.decode()
+        .strip()
+    )
+    state = run(
+        ["docker", "inspect", "-f", "{{.State.Running}} {{.Image}}", REGISTRY_CONTAINER],
+        check=False,
+        capture=True,
+    )
     if state.returncode == 0:
         running, have = state.stdout.decode().split()
         if running == "true" and have == want:
@@ -309,13 +366,32 @@ def registry_up() -> None:
             log(f"registry {REGISTRY_CONTAINER} already running")
             return
         run(["docker", "rm", "-f", REGISTRY_CONTAINER], capture=True)
-    run(["docker", "run", "-d", "--name", REGISTRY_CONTAINER, "--restart", "unless-stopped",
-         "--network", NETWORK, "--network-alias", REGISTRY_ALIAS,
-         "-p", f"127.0.0.1:{REGISTRY_PORT}:5000",
-         "-v", "archibald-registry-data:/var/lib/docker-registry", image], capture=True)
+    run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            REGISTRY_CONTAINER,
+            "--restart",
+            "unless-stopped",
+            "--network",
+            NETWORK,
+            "--network-alias",
+            REGISTRY_ALIAS,
+            "-p",
+            f"127.0.0.1:{REGISTRY_PORT}:5000",
+            "-v",
+            "archibald-registry-data:/var/lib/docker-registry",
+            image,
+        ],
+        capture=True,
+    )
     _wait_registry()
-    log(f"registry {REGISTRY_CONTAINER} started ({PUSH_REGISTRY} here, "
-        f"{PULL_REGISTRY} on {NETWORK})")
+    log(
+        f"registry {REGISTRY_CONTAINER} started ({PUSH_REGISTRY} here, "
+        f"{PULL_REGISTRY} on {NETWORK})"
+    )
 
 
 def seed_registry() -> None:
@@ -329,6 +405,7 @@ def seed_registry() -> None:
 def _wait_registry(timeout: float = 30.0) -> None:
     import urllib.error
     import urllib.request
+
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
@@ -339,16 +416,18 @@ def _wait_registry(timeout: float = 30.0) -> None:
         except (urllib.error.URLError, OSError) as exc:
             last = str(exc)
         time.sleep(0.5)
-    logs = run(["docker", "logs", "--tail", "20", REGISTRY_CONTAINER], check=False,
-               capture=True)
-    raise HarnessError(f"the local registry did not answer on {PUSH_REGISTRY} within "
-                       f"{timeout:.0f} s ({last}); its log:\n"
-                       + (logs.stdout + logs.stderr).decode(errors="replace"))
+    logs = run(["docker", "logs", "--tail", "20", REGISTRY_CONTAINER], check=False, capture=True)
+    raise HarnessError(
+        f"the local registry did not answer on {PUSH_REGISTRY} within "
+        f"{timeout:.0f} s ({last}); its log:\n"
+        + (logs.stdout + logs.stderr).decode(errors="replace")
+    )
 
 
 # --------------------------------------------------------------------------
 # app images
 # --------------------------------------------------------------------------
+
 
 def app_images() -> list[str]:
     """Build the reference app for each test version and push it to the registry."""
@@ -368,15 +447,28 @@ def app_images() -> list[str]:
     if not image_exists(base):
         raise HarnessError(f"{base} is missing: run `make images` first")
     pushed: list[str] = []
-    app_hash = _hash(RECIPE, _dir_hash(APP_DIR / "archibald_app"),
-                     (APP_DIR / "Dockerfile").read_bytes(), req_hash)
+    app_hash = _hash(
+        RECIPE,
+        _dir_hash(APP_DIR / "archibald_app"),
+        (APP_DIR / "Dockerfile").read_bytes(),
+        req_hash,
+    )
     for version, env in APP_VARIANTS.items():
         local = f"{APP_REPOSITORY}:{version}"
         remote = f"{PUSH_REGISTRY}/{APP_REPOSITORY}:{version}"
         label = _hash(app_hash, json.dumps(env, sort_keys=True), version)
-        have = run(["docker", "image", "inspect", "-f",
-                    '{{index .Config.Labels "org.archibald.testbed"}}', local],
-                   check=False, capture=True)
+        have = run(
+            [
+                "docker",
+                "image",
+                "inspect",
+                "-f",
+                '{{index .Config.Labels "org.archibald.testbed"}}',
+                local,
+            ],
+            check=False,
+            capture=True,
+        )
         if have.returncode != 0 or have.stdout.decode().strip() != label:
             log(f"building {local}")
             with tempfile.TemporaryDirectory() as tmp:
@@ -385,16 +477,31 @@ def app_images() -> list[str]:
                     dockerfile = Path(tmp) / "Dockerfile"
                     lines = [f"FROM {APP_REPOSITORY}:v1"]
                     lines += [f"ENV {k}={v}" for k, v in env.items()]
-                    lines += [f"ENV APP_VERSION={version}",
-                              f'LABEL org.archibald.testbed="{label}" '
-                              f'org.opencontainers.image.version="{version}"']
+                    lines += [
+                        f"ENV APP_VERSION={version}",
+                        f'LABEL org.archibald.testbed="{label}" '
+                        f'org.opencontainers.image.version="{version}"',
+                    ]
                     dockerfile.write_text("\n".join(lines) + "\n")
                     run(["docker", "build", "-q", "-t", local, tmp], capture=True)
                 else:
-                    run(["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={base}",
-                         "--build-arg", f"APP_VERSION={version}",
-                         "--label", f"org.archibald.testbed={label}",
-                         "-t", local, str(APP_DIR)], capture=True)
+                    run(
+                        [
+                            "docker",
+                            "build",
+                            "-q",
+                            "--build-arg",
+                            f"BASE_IMAGE={base}",
+                            "--build-arg",
+                            f"APP_VERSION={version}",
+                            "--label",
+                            f"org.archibald.testbed={label}",
+                            "-t",
+                            local,
+                            str(APP_DIR),
+                        ],
+                        capture=True,
+                    )
         run(["docker", "tag", local, remote])
         run(["docker", "push", "-q", remote], capture=True)
         pushed.append(f"{PULL_REGISTRY}/{APP_REPOSITORY}:{version}")
@@ -404,22 +511,34 @@ def app_images() -> list[str]:
 
 # --------------------------------------------------------------------------
 
+
 def clean() -> None:
     run(["docker", "rm", "-f", REGISTRY_CONTAINER], check=False, capture=True)
-    out = run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
-               "archibald/*"], capture=True).stdout.decode().split()
+    out = (
+        run(
+            ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", "archibald/*"],
+            capture=True,
+        )
+        .stdout.decode()
+        .split()
+    )
     if out:
         run(["docker", "image", "rm", "-f", *out], check=False, capture=True)
     log(f"removed {len(out)} image tags and the registry container")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["preflight", "images", "registry", "app-images",
-                                            "all", "clean", "info"])
-    parser.add_argument("--releases", default=os.environ.get("TESTBED_RELEASES", "12,13"),
-                        help="Debian releases to build VPS images for (default 12,13)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "command", choices=["preflight", "images", "registry", "app-images", "all", "clean", "info"]
+    )
+    parser.add_argument(
+        "--releases",
+        default=os.environ.get("TESTBED_RELEASES", "12,13"),
+        help="Debian releases to build VPS images for (default 12,13)",
+    )
     args = parser.parse_args(argv)
     releases = [r.strip() for r in args.releases.split(",") if r.strip()]
     unknown = [r for r in releases if r not in RELEASES]
@@ -432,9 +551,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         preflight()
         if args.command == "info":
-            mirror, security = apt_mirrors()
-            log(f"apt sources found (debian mirror and {'a' if security else 'no'} "
-                "security mirror)")
+            _mirror, security = apt_mirrors()
+            log(
+                f"apt sources found (debian mirror and {'a' if security else 'no'} security mirror)"
+            )
         if args.command in ("images", "all"):
             build_images(releases)
         if args.command in ("registry", "all"):

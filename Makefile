@@ -1,0 +1,94 @@
+# archibald-ops: two targets do everything on a fresh Debian machine with a
+# running Docker daemon:
+#   make deploy   set-up, a local sandbox "VPS", deploy.yml against it
+#   make test     set-up, lint, unit tests, every Molecule scenario
+# Everything else here is a step of those two.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(abspath ansible.cfg)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+# Scenarios run by `make molecule` (default: every directory under molecule/
+# that has a molecule.yml). Narrow with `make molecule SCENARIOS="docker"`.
+SCENARIOS ?= $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
+APP_VERSION ?= v1
+SANDBOX_INVENTORY := inventory/sandbox
+
+.PHONY: help
+help: ## Show the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+# --- set-up -----------------------------------------------------------------
+
+$(VENV)/.installed: requirements.txt app/requirements.txt
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV) || { \
+	  echo "make: could not create a virtualenv with $(PYTHON): apt-get install python3-venv"; exit 1; }
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt -r app/requirements.txt
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Virtualenv with the pinned tools (reused when up to date)
+
+.PHONY: images
+images: venv ## Debian 12/13 base, VPS, python and registry images (content-hashed)
+	$(BIN)/python harness/testbed.py images
+
+.PHONY: registry
+registry: images ## Start the local image registry
+	$(BIN)/python harness/testbed.py registry
+
+.PHONY: app-images
+app-images: registry ## Build the reference app's test versions and push them
+	$(BIN)/python harness/testbed.py app-images
+
+# --- tests ------------------------------------------------------------------
+
+.PHONY: lint
+lint: venv ## yamllint, ansible-lint (production, offline), ruff, mypy
+	yamllint --strict .
+	ansible-lint --offline
+	ruff check .
+	ruff format --check .
+	mypy filter_plugins library harness tests/unit app/archibald_app
+
+.PHONY: unit
+unit: venv ## Unit tests: plugins, harness, roles' interfaces, the app
+	pytest -q tests/unit app/tests
+
+.PHONY: molecule
+molecule: app-images ## Every Molecule scenario (create, converge, idempotence, verify, destroy)
+	$(BIN)/python harness/scenarios.py $(SCENARIOS)
+
+.PHONY: test
+test: lint unit molecule ## Everything CI runs
+
+# --- the sandbox ------------------------------------------------------------
+
+.PHONY: deploy
+deploy: app-images ## Provision the local sandbox VPS and deploy APP_VERSION (default v1)
+	ansible-playbook playbooks/sandbox.yml
+	ansible-playbook deploy.yml -i $(SANDBOX_INVENTORY) -e app_version=$(APP_VERSION)
+
+.PHONY: sandbox-destroy
+sandbox-destroy: venv ## Remove the sandbox VPS
+	ansible-playbook playbooks/sandbox.yml -e sandbox_state=absent
+
+# --- housekeeping -----------------------------------------------------------
+
+.PHONY: dashboards
+dashboards: venv ## Regenerate the Grafana dashboards from code
+	$(BIN)/python monitoring/dashboards/generate.py
+
+.PHONY: clean
+clean: ## Remove test containers, images and the virtualenv
+	-for s in $(SCENARIOS); do $(BIN)/molecule destroy -s $$s >/dev/null 2>&1; done
+	-$(BIN)/python harness/testbed.py clean
+	rm -rf $(VENV) app/.wheels .cache

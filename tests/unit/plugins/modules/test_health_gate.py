@@ -1,0 +1,251 @@
+"""Unit tests for library/health_gate.py against a real local HTTP server."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import health_gate
+import pytest
+from health_gate import judge, run_gate
+
+HEALTHY = {"status": "ok", "color": "green", "version": "v2", "checks": {"db": "ok"}}
+GREEN_V2 = {"color": "green", "version": "v2"}
+
+
+class HealthServer(ThreadingHTTPServer):
+    daemon_threads = True
+    hits: Counter[str]
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Answers by path: /healthy, /draining, /flap, /late, /slow, /wrong, /text, /host."""
+
+    server: HealthServer
+
+    def do_GET(self) -> None:
+        path = self.path
+        self.server.hits[path] += 1
+        hit = self.server.hits[path]
+        status, body = 200, dict(HEALTHY)
+        if path == "/draining":
+            status, body = 503, {"status": "draining", "color": "green", "version": "v2"}
+        elif path == "/flap":
+            status = 200 if hit % 2 else 503
+        elif path == "/late":
+            status = 200 if hit > 2 else 503
+        elif path == "/slow":
+            time.sleep(1.0)
+        elif path == "/wrong":
+            body["version"] = "v1"
+        elif path == "/host":
+            status = 200 if self.headers.get("Host") == "app.example" else 404
+        payload = b"ok" if path == "/text" else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[HealthServer]:
+    httpd = HealthServer(("127.0.0.1", 0), Handler)
+    httpd.hits = Counter()
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def base(server: HealthServer) -> str:
+    server.hits.clear()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+FAST = {"interval": 0.05, "request_timeout": 0.3}
+
+
+@pytest.mark.parametrize(
+    ("paths", "options", "attempts"),
+    [
+        pytest.param(["/healthy"], {"consecutive": 3}, 3, id="healthy"),
+        pytest.param(["/healthy"], {"consecutive": 1}, 1, id="one-round-enough"),
+        pytest.param(["/healthy", "/healthy?b"], {"consecutive": 2}, 2, id="two-urls"),
+        pytest.param(["/late"], {"consecutive": 3}, 5, id="healthy-after-two-503"),
+        pytest.param(
+            ["/healthy"],
+            {"consecutive": 2, "expect_json": {"color": "green", "version": "v2"}},
+            2,
+            id="expected-json",
+        ),
+        pytest.param(
+            ["/healthy"],
+            {"consecutive": 1, "expect_json": {"checks.db": "ok"}},
+            1,
+            id="dotted-key",
+        ),
+        pytest.param(
+            ["/draining"], {"consecutive": 1, "status_codes": [200, 503]}, 1, id="extra-status"
+        ),
+        pytest.param(
+            ["/host"], {"consecutive": 1, "headers": {"Host": "app.example"}}, 1, id="headers"
+        ),
+    ],
+)
+def test_gate_passes(base: str, paths: list[str], options: dict[str, Any], attempts: int) -> None:
+    options = {"status_codes": [200], "timeout": 5, **FAST, **options}
+    result = run_gate([base + p for p in paths], **options)
+    assert result.passed
+    assert result.attempts == attempts
+    assert all(a.ok and a.error is None for a in result.last_answers)
+
+
+@pytest.mark.parametrize(
+    ("path", "options", "error"),
+    [
+        pytest.param("/draining", {}, r"status 503, expected 200", id="unhealthy"),
+        pytest.param("/slow", {"request_timeout": 0.2}, r"no answer: .*timed out", id="slow"),
+        pytest.param(
+            "/wrong",
+            {"expect_json": GREEN_V2},
+            r"version='v1', expected 'v2'",
+            id="wrong-version",
+        ),
+        pytest.param(
+            "/healthy",
+            {"expect_json": {"colour": "green"}},
+            r"colour missing",
+            id="missing-field",
+        ),
+        pytest.param("/text", {"expect_json": GREEN_V2}, r"body is not JSON", id="not-json"),
+    ],
+)
+def test_gate_fails(base: str, path: str, options: dict[str, Any], error: str) -> None:
+    options = {"status_codes": [200], "timeout": 0.6, "consecutive": 3, **FAST, **options}
+    started = time.monotonic()
+    result = run_gate([base + path], **options)
+    assert not result.passed
+    assert result.attempts >= 2
+    assert time.monotonic() - started < 3
+    answer = result.last_answers[0]
+    assert not answer.ok
+    assert answer.error is not None
+    assert re.search(error, answer.error), answer.error
+
+
+def test_flapping_never_reaches_consecutive(base: str, server: HealthServer) -> None:
+    result = run_gate([base + "/flap"], status_codes=[200], timeout=0.6, consecutive=2, **FAST)
+    assert not result.passed
+    assert result.consecutive_ok <= 1  # the last answer may be a healthy one
+    assert result.attempts == server.hits["/flap"] >= 3
+
+
+def test_nothing_listening(closed_port: int) -> None:
+    url = f"http://127.0.0.1:{closed_port}/health"
+    result = run_gate([url], status_codes=[200], timeout=0.2, **FAST)
+    assert not result.passed
+    assert result.last_answers[0].status is None
+    assert "Connection refused" in (result.last_answers[0].error or "")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expect", "problem"),
+    [
+        pytest.param(200, '{"version": 2}', {"version": "2"}, None, id="int-matches-text"),
+        pytest.param(200, '{"ready": true}', {"ready": "true"}, None, id="bool-matches-text"),
+        pytest.param(200, '{"ready": true}', {"ready": True}, None, id="bool"),
+        pytest.param(200, '{"ready": false}', {"ready": True}, "ready=False", id="bool-differs"),
+        pytest.param(200, '{"a": {"b": 1}}', {"a.b": 1}, None, id="nested"),
+        pytest.param(200, '{"a": 1}', {"a.b": 1}, "a.b missing", id="nested-missing"),
+        pytest.param(500, "", None, "status 500, expected 200", id="status"),
+        pytest.param(None, "", None, None, id="transport-error-passed-through"),
+    ],
+)
+def test_judge(status: int | None, body: str, expect: Any, problem: str | None) -> None:
+    transport = "no answer: refused" if status is None else None
+    got = judge(status, body, transport, [200], expect)
+    if status is None:
+        assert got == transport
+    elif problem is None:
+        assert got is None
+    else:
+        assert got is not None and problem in got
+
+
+def test_module_passes(run_module: Any, base: str) -> None:
+    result = run_module(
+        health_gate.main,
+        {
+            "urls": [base + "/healthy"],
+            "expect_json": GREEN_V2,
+            "consecutive": 2,
+            "interval": 0.05,
+            "timeout": 5,
+        },
+    )
+    assert not result.get("failed")
+    assert result["changed"] is False
+    assert result["attempts"] == 2
+    assert result["last_answers"][0]["status"] == 200
+
+
+def test_module_failure_message(run_module: Any, base: str) -> None:
+    url = base + "/wrong"
+    result = run_module(
+        health_gate.main,
+        {"url": url, "expect_json": GREEN_V2, "interval": 0.05, "timeout": 0.3},
+    )
+    assert result["failed"]
+    assert result["msg"].startswith(f"health gate failed for {url}: after ")
+    for fragment in ("attempts in", "the last answers were", "version='v1'", '"version": "v2"'):
+        assert fragment in result["msg"]
+
+
+def test_module_check_mode_does_not_poll(run_module: Any, base: str, server: HealthServer) -> None:
+    result = run_module(health_gate.main, {"urls": [base + "/healthy"]}, check=True)
+    assert not result.get("failed")
+    assert result["attempts"] == 0
+    assert result["would_check"]["urls"] == [base + "/healthy"]
+    assert sum(server.hits.values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param({"urls": []}, r"urls must name at least one URL", id="no-urls"),
+        pytest.param(
+            {"urls": ["http://127.0.0.1:1/"], "consecutive": 0},
+            r"consecutive must be 1 or more",
+            id="consecutive",
+        ),
+        pytest.param(
+            {"urls": ["http://127.0.0.1:1/"], "request_timeout": 0},
+            r"request_timeout must be a positive",
+            id="request-timeout",
+        ),
+    ],
+)
+def test_module_bad_arguments(run_module: Any, args: dict[str, Any], message: str) -> None:
+    result = run_module(health_gate.main, args)
+    assert result["failed"]
+    assert re.search(message, result["msg"])

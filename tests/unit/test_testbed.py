@@ -1,0 +1,86 @@
+"""The harness finds this machine's apt sources and refuses bad set-ups clearly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import testbed
+
+DEB822 = """\
+Types: deb
+URIs: http://mirror.example/debian
+Suites: bookworm bookworm-updates
+Components: main
+
+Types: deb
+URIs: http://mirror.example/debian-security
+Suites: bookworm-security
+Components: main
+"""
+
+
+@pytest.mark.parametrize(
+    ("sources", "legacy", "expected"),
+    [
+        (DEB822, "", ("http://mirror.example/debian", "http://mirror.example/debian-security")),
+        ("", "deb http://m.example/debian bookworm main\n", ("http://m.example/debian", None)),
+        (
+            "",
+            "deb [arch=amd64] http://m.example/debian/ bookworm main\n"
+            "deb http://s.example/debian-security bookworm-security main\n",
+            ("http://m.example/debian", "http://s.example/debian-security"),
+        ),
+    ],
+)
+def test_apt_mirrors_are_read_from_the_machine(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sources: str,
+    legacy: str,
+    expected: tuple[str, str | None],
+) -> None:
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    if sources:
+        (apt / "sources.list.d/debian.sources").write_text(sources)
+    (apt / "sources.list").write_text(legacy)
+    _patch_paths(monkeypatch, apt)
+    assert testbed.apt_mirrors() == expected
+
+
+def test_no_apt_sources_says_what_to_add(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    _patch_paths(monkeypatch, apt)
+    with pytest.raises(testbed.HarnessError, match=r"no Debian apt source found.*Add a"):
+        testbed.apt_mirrors()
+
+
+def test_preflight_names_a_missing_docker_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(testbed, "docker_ok", lambda: False)
+    with pytest.raises(testbed.HarnessError, match=r"no Docker daemon answers.*start it"):
+        testbed.preflight()
+
+
+def test_preflight_names_a_full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Usage:
+        free = 2 * 2**30
+
+    monkeypatch.setattr(testbed, "docker_ok", lambda: True)
+    monkeypatch.setattr(testbed.shutil, "disk_usage", lambda _p: Usage())
+    with pytest.raises(testbed.HarnessError, match=r"only 2\.0 GiB free .* need 8 GiB"):
+        testbed.preflight()
+
+
+def _patch_paths(monkeypatch: pytest.MonkeyPatch, apt: Path) -> None:
+    real = testbed.Path
+
+    def fake(path: str | Path) -> Path:
+        text = str(path)
+        if text.startswith("/etc/apt"):
+            return real(str(apt) + text[len("/etc/apt") :])
+        return real(text)
+
+    monkeypatch.setattr(testbed, "Path", fake)
