@@ -1,0 +1,118 @@
+"""The backend's HTTP API: submit jobs, read one job, list jobs a page at a time.
+
+Errors: 400 for a malformed request (body not JSON, bad path or query
+parameter), 422 for a well-formed body with an invalid field, 413 for a body
+over APP_MAX_BODY_BYTES, 503 with Retry-After for submissions while draining.
+Every error names the bad field in `field`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from . import jobs
+from .queue import STATUSES, AsyncJobQueue
+from .runner import JobRunner
+from .service import STATE, ServiceState, error
+from .service import make_app as make_base_app
+
+QUEUE = web.AppKey("queue", AsyncJobQueue)
+RUNNER = web.AppKey("runner", JobRunner)
+
+RETRY_AFTER_S = 5
+MAX_PAGE = 500
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.draining:
+        return web.json_response(
+            {"error": "draining: this instance takes no new jobs", "field": None},
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    limit = state.cfg.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return error(413, f"body larger than {limit} bytes", field="body")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return error(413, f"body larger than {limit} bytes", field="body")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return error(400, "body is not valid JSON", field="body")
+    try:
+        kind, params = jobs.validate(body, state.cfg.job_max_s)
+    except jobs.ValidationError as exc:
+        return error(422, f"{exc.field} {exc.message}", field=exc.field)
+    job_id = await request.app[QUEUE].submit(kind, params)
+    state.metrics.jobs.labels(kind=kind, status="submitted").inc()
+    request.app[RUNNER].wake()
+    location = f"/api/jobs/{job_id}"
+    return web.json_response(
+        {"id": job_id, "status": "queued", "url": location},
+        status=202,
+        headers={"Location": location},
+    )
+
+
+async def get_job(request: web.Request) -> web.Response:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        return error(400, "id must be a positive integer", field="id")
+    job = await request.app[QUEUE].get(int(raw))
+    if job is None:
+        return error(404, f"job {raw} not found", field="id")
+    return web.json_response(job.to_dict())
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise jobs.ValidationError(name, f"must be an integer from {low} to {high}")
+    return int(raw)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    status = request.query.get("status") or None
+    try:
+        if status is not None and status not in STATUSES:
+            raise jobs.ValidationError("status", f"must be one of {', '.join(STATUSES)}")
+        limit = _query_int(request, "limit", 50, 1, MAX_PAGE)
+        offset = _query_int(request, "offset", 0, 0, 10**12)
+    except jobs.ValidationError as exc:
+        return error(400, f"{exc.field} {exc.message}", field=exc.field)
+    page, total = await request.app[QUEUE].list(status, limit, offset)
+    next_offset = offset + len(page) if offset + len(page) < total else None
+    return web.json_response(
+        {
+            "jobs": [job.to_dict() for job in page],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "next_offset": next_offset,
+        }
+    )
+
+
+def make_app(state: ServiceState, queue: AsyncJobQueue, runner: JobRunner) -> web.Application:
+    """The backend application: shared routes plus the jobs API."""
+    app = make_base_app(state)
+    app[QUEUE] = queue
+    app[RUNNER] = runner
+    state.running_jobs = lambda: runner.running
+
+    async def refresh_queue_size() -> None:
+        counts = await queue.count_by_status()
+        state.metrics.job_queue_size.set(counts["queued"])
+
+    state.before_scrape.append(refresh_queue_size)
+    app.router.add_post("/api/jobs", submit_job)
+    app.router.add_get("/api/jobs", list_jobs, allow_head=False)
+    app.router.add_get("/api/jobs/{id}", get_job, allow_head=False)
+    return app

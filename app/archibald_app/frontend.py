@@ -1,0 +1,62 @@
+"""The frontend service: an HTML page to submit jobs and watch them.
+
+The page calls the backend through relative URLs (`/api/...`): in production
+nginx sends /api/ to the backend and everything else here. Without nginx (local
+runs), set APP_BACKEND_URL and this service forwards /api/ requests itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from importlib import resources
+
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
+
+from .service import STATE, ServiceState, error
+from .service import make_app as make_base_app
+
+SESSION = web.AppKey("session", ClientSession)
+PAGE = web.AppKey("page", bytes)
+_HOP_HEADERS = {"content-type", "location", "retry-after", "x-app-color", "x-app-version"}
+
+
+async def index(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[PAGE], content_type="text/html", charset="utf-8")
+
+
+async def proxy_api(request: web.Request) -> web.Response:
+    """Forward one /api/ request to APP_BACKEND_URL and relay the answer."""
+    state = request.app[STATE]
+    url = state.cfg.backend_url + request.rel_url.path_qs
+    body = await request.read()
+    headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
+    try:
+        async with request.app[SESSION].request(
+            request.method, url, data=body or None, headers=headers
+        ) as upstream:
+            payload = await upstream.read()
+            relayed = {k: v for k, v in upstream.headers.items() if k.lower() in _HOP_HEADERS}
+            # The backend's colour and version travel as X-Backend-*; ours stay ours.
+            for name in ("X-App-Color", "X-App-Version"):
+                if name in relayed:
+                    relayed["X-Backend-" + name[6:]] = relayed.pop(name)
+            return web.Response(status=upstream.status, body=payload, headers=relayed)
+    except (ClientError, TimeoutError) as exc:
+        return error(502, f"backend unreachable: {exc.__class__.__name__}")
+
+
+def make_app(state: ServiceState) -> web.Application:
+    """The frontend application: shared routes, the page, and the optional /api/ relay."""
+    app = make_base_app(state)
+    app[PAGE] = resources.files(__package__).joinpath("static/index.html").read_bytes()
+    app.router.add_get("/", index)
+    if state.cfg.backend_url:
+
+        async def session_ctx(app: web.Application) -> AsyncIterator[None]:
+            app[SESSION] = ClientSession(timeout=ClientTimeout(total=30))
+            yield
+            await app[SESSION].close()
+
+        app.cleanup_ctx.append(session_ctx)
+        app.router.add_route("*", "/api/{tail:.*}", proxy_api)
+    return app

@@ -1,0 +1,108 @@
+"""Prometheus metrics (prometheus_client) in a registry owned by one application.
+
+Labels are low-cardinality: `route` is the route template (never the raw
+path; anything unrouted is "unmatched"), `kind` is one of the known job
+kinds, `operation` one of the queue's fixed operation names.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# No `*_created` series: they double the scrape for nothing the dashboards use.
+disable_created_metrics()
+
+HTTP_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
+JOB_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+class Metrics:
+    """Every metric the service exports; backend-only metrics stay at zero in the frontend."""
+
+    def __init__(self, *, service: str, color: str, version: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request duration in seconds, by route template",
+            ["method", "route", "status_code"],
+            buckets=HTTP_BUCKETS,
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "http_requests_total",
+            "HTTP requests answered, by route template",
+            ["method", "route", "status_code"],
+            registry=r,
+        )
+        self.active_operations = Gauge(
+            "active_operations",
+            "Operations in progress: HTTP requests being handled plus jobs running",
+            registry=r,
+        )
+        self.app_info = Gauge(
+            "app_info",
+            "Constant 1, labelled with the build",
+            ["version", "color", "service"],
+            registry=r,
+        )
+        self.app_info.labels(version=version, color=color, service=service).set(1)
+        self.draining = Gauge("app_draining", "1 from the moment SIGTERM arrives", registry=r)
+        self.drain_duration = Gauge(
+            "app_drain_duration_seconds", "Duration of the last drain in seconds", registry=r
+        )
+        if service != "backend":
+            return
+        self.job_queue_size = Gauge(
+            "job_queue_size", "Jobs waiting in the shared queue (status queued)", registry=r
+        )
+        self.job_processing = Histogram(
+            "job_processing_seconds",
+            "Time spent running a job, by kind",
+            ["kind"],
+            buckets=JOB_BUCKETS,
+            registry=r,
+        )
+        self.jobs = Counter(
+            "jobs_total",
+            "Jobs by kind and outcome (submitted, done, retried, failed, requeued, lost)",
+            ["kind", "status"],
+            registry=r,
+        )
+        self.pool_size = Gauge("worker_pool_size", "Workers in the pool", registry=r)
+        self.pool_busy = Gauge("worker_pool_busy", "Workers running a job", registry=r)
+        self.pool_acquires = Counter(
+            "worker_pool_acquires_total", "Workers taken from the pool", registry=r
+        )
+        self.pool_releases = Counter(
+            "worker_pool_releases_total", "Workers given back to the pool", registry=r
+        )
+        self.pool_waits = Counter(
+            "worker_pool_waits_total",
+            "Times queued work had to wait for a free worker",
+            registry=r,
+        )
+        self.pool_restarts = Counter(
+            "worker_pool_restarts_total",
+            "Workers replaced after a job failed on them",
+            registry=r,
+        )
+        self.db_queries = Counter(
+            "db_queries_total", "Queries sent to the job database", ["operation"], registry=r
+        )
+
+    def count_query(self, operation: str) -> None:
+        self.db_queries.labels(operation=operation).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,324 @@
+"""The job queue: one SQLite table in WAL mode, shared by every process and colour.
+
+Each write is one `BEGIN IMMEDIATE` transaction, so claims are atomic across
+processes: a job is claimed by a single `UPDATE ... WHERE id = (SELECT ...)
+RETURNING`, and its `owner` and `lease_until` say who holds it until when.
+A holder renews its leases while it works; a job whose holder died comes back
+when the lease expires. `runs` counts every start and `finished_by` names the
+instance that finished the job, so tests can prove "exactly once".
+
+`JobQueue` is synchronous (one connection, used from one thread at a time);
+`AsyncJobQueue` runs it on a single dedicated thread for the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+STATUSES = ("queued", "running", "done", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind        TEXT    NOT NULL,
+    params      TEXT    NOT NULL,
+    status      TEXT    NOT NULL DEFAULT 'queued',
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    runs        INTEGER NOT NULL DEFAULT 0,
+    owner       TEXT,
+    lease_until REAL,
+    created_at  REAL    NOT NULL,
+    started_at  REAL,
+    finished_at REAL,
+    finished_by TEXT,
+    result      TEXT,
+    error       TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_status_id ON jobs (status, id);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner) WHERE owner IS NOT NULL;
+"""
+
+_COLUMNS = (
+    "id, kind, params, status, attempts, runs, owner, lease_until, created_at,"
+    " started_at, finished_at, finished_by, result, error"
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the jobs table."""
+
+    id: int
+    kind: str
+    params: dict[str, Any]
+    status: str
+    attempts: int
+    runs: int
+    owner: str | None
+    lease_until: float | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    finished_by: str | None
+    result: Any
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Job:
+        return cls(
+            id=row[0],
+            kind=row[1],
+            params=json.loads(row[2]),
+            status=row[3],
+            attempts=row[4],
+            runs=row[5],
+            owner=row[6],
+            lease_until=row[7],
+            created_at=row[8],
+            started_at=row[9],
+            finished_at=row[10],
+            finished_by=row[11],
+            result=json.loads(row[12]) if row[12] is not None else None,
+            error=row[13],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "params": self.params,
+            "status": self.status,
+            "attempts": self.attempts,
+            "runs": self.runs,
+            "owner": self.owner,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "finished_by": self.finished_by,
+            "result": self.result,
+            "error": self.error,
+        }
+
+
+class JobQueue:
+    """Synchronous access to the jobs table through one connection."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        on_query: Callable[[str], None] | None = None,
+        busy_timeout_s: float = 15.0,
+    ) -> None:
+        self.path = path
+        self._on_query = on_query
+        self._db = sqlite3.connect(
+            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._count("schema")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- plumbing -----------------------------------------------------------------
+
+    def _count(self, operation: str) -> None:
+        if self._on_query is not None:
+            self._on_query(operation)
+
+    def _write(self, operation: str) -> _WriteTxn:
+        self._count(operation)
+        return _WriteTxn(self._db)
+
+    # --- writes -------------------------------------------------------------------
+
+    def submit(self, kind: str, params: dict[str, Any]) -> int:
+        """Queue a job; return its id."""
+        with self._write("insert"):
+            row = self._db.execute(
+                "INSERT INTO jobs (kind, params, created_at) VALUES (?, ?, ?) RETURNING id",
+                (kind, json.dumps(params, separators=(",", ":")), time.time()),
+            ).fetchone()
+        return int(row[0])
+
+    def claim(self, owner: str, lease_s: float, max_attempts: int) -> Job | None:
+        """Atomically take the oldest claimable job for `owner`, or return None.
+
+        Claimable: queued, or running under a lease that has expired (its holder
+        died). An expired job that has used all its attempts is marked failed.
+        """
+        now = time.time()
+        with self._write("claim"):
+            self._db.execute(
+                "UPDATE jobs SET status = 'failed', owner = NULL, lease_until = NULL,"
+                " finished_at = ?, error = 'lease expired after ' || attempts || ' attempts'"
+                " WHERE status = 'running' AND lease_until < ? AND attempts >= ?",
+                (now, now, max_attempts),
+            )
+            row = self._db.execute(
+                "UPDATE jobs SET status = 'running', owner = ?, lease_until = ?,"
+                " attempts = attempts + 1, runs = runs + 1, started_at = ?"
+                " WHERE id = (SELECT id FROM jobs WHERE status = 'queued'"
+                "   OR (status = 'running' AND lease_until < ?) ORDER BY id LIMIT 1)"
+                f" RETURNING {_COLUMNS}",
+                (owner, now + lease_s, now, now),
+            ).fetchone()
+        return Job.from_row(row) if row is not None else None
+
+    def finish(self, job_id: int, owner: str, result: Any) -> bool:
+        """Mark a job done; False if `owner` no longer holds it (lease lost)."""
+        with self._write("finish"):
+            cur = self._db.execute(
+                "UPDATE jobs SET status = 'done', owner = NULL, lease_until = NULL,"
+                " finished_at = ?, finished_by = ?, result = ?, error = NULL"
+                " WHERE id = ? AND owner = ? AND status = 'running'",
+                (time.time(), owner, json.dumps(result), job_id, owner),
+            )
+        return cur.rowcount == 1
+
+    def fail(self, job_id: int, owner: str, error: str, max_attempts: int) -> str | None:
+        """Record a failed run: back to queued while attempts remain, else failed.
+
+        Returns the new status, or None if `owner` no longer holds the job.
+        """
+        with self._write("fail"):
+            row = self._db.execute(
+                "UPDATE jobs SET"
+                " status = CASE WHEN attempts >= ? THEN 'failed' ELSE 'queued' END,"
+                " finished_at = CASE WHEN attempts >= ? THEN ? ELSE NULL END,"
+                " finished_by = CASE WHEN attempts >= ? THEN ? ELSE NULL END,"
+                " owner = NULL, lease_until = NULL, error = ?"
+                " WHERE id = ? AND owner = ? AND status = 'running' RETURNING status",
+                (
+                    max_attempts,
+                    max_attempts,
+                    time.time(),
+                    max_attempts,
+                    owner,
+                    error[:500],
+                    job_id,
+                    owner,
+                ),
+            ).fetchone()
+        return str(row[0]) if row is not None else None
+
+    def renew_leases(self, owner: str, lease_s: float) -> int:
+        """Extend the lease of every job `owner` is running; return how many."""
+        with self._write("renew"):
+            cur = self._db.execute(
+                "UPDATE jobs SET lease_until = ? WHERE owner = ? AND status = 'running'",
+                (time.time() + lease_s, owner),
+            )
+        return cur.rowcount
+
+    def requeue_owned(self, owner: str) -> list[int]:
+        """Put back every job `owner` holds (a shutdown that could not finish them).
+
+        The interrupted run does not count against the job's attempts.
+        """
+        with self._write("requeue"):
+            rows = self._db.execute(
+                "UPDATE jobs SET status = 'queued', owner = NULL, lease_until = NULL,"
+                " attempts = MAX(attempts - 1, 0), error = 'interrupted by shutdown'"
+                " WHERE owner = ? AND status = 'running' RETURNING id",
+                (owner,),
+            ).fetchall()
+        return sorted(int(r[0]) for r in rows)
+
+    # --- reads --------------------------------------------------------------------
+
+    def get(self, job_id: int) -> Job | None:
+        self._count("get")
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Job.from_row(row) if row is not None else None
+
+    def list(self, status: str | None, limit: int, offset: int) -> tuple[list[Job], int]:
+        """A page of jobs, newest first, and the total matching count."""
+        self._count("list")
+        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        ).fetchall()
+        total = self._db.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0]
+        return [Job.from_row(r) for r in rows], int(total)
+
+    def count_by_status(self) -> dict[str, int]:
+        self._count("count")
+        counts = dict.fromkeys(STATUSES, 0)
+        for status, n in self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"):
+            counts[status] = int(n)
+        return counts
+
+
+class _WriteTxn:
+    """`BEGIN IMMEDIATE` ... `COMMIT` (or `ROLLBACK` on error) around a block."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        elif self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+
+class AsyncJobQueue:
+    """Runs a JobQueue on one dedicated thread so the event loop never blocks on SQLite."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.sync = queue
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+
+    async def _call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    async def submit(self, kind: str, params: dict[str, Any]) -> int:
+        return await self._call(self.sync.submit, kind, params)
+
+    async def claim(self, owner: str, lease_s: float, max_attempts: int) -> Job | None:
+        return await self._call(self.sync.claim, owner, lease_s, max_attempts)
+
+    async def finish(self, job_id: int, owner: str, result: Any) -> bool:
+        return await self._call(self.sync.finish, job_id, owner, result)
+
+    async def fail(self, job_id: int, owner: str, error: str, max_attempts: int) -> str | None:
+        return await self._call(self.sync.fail, job_id, owner, error, max_attempts)
+
+    async def renew_leases(self, owner: str, lease_s: float) -> int:
+        return await self._call(self.sync.renew_leases, owner, lease_s)
+
+    async def requeue_owned(self, owner: str) -> list[int]:
+        return await self._call(self.sync.requeue_owned, owner)
+
+    async def get(self, job_id: int) -> Job | None:
+        return await self._call(self.sync.get, job_id)
+
+    async def list(self, status: str | None, limit: int, offset: int) -> tuple[list[Job], int]:
+        return await self._call(self.sync.list, status, limit, offset)
+
+    async def count_by_status(self) -> dict[str, int]:
+        return await self._call(self.sync.count_by_status)
+
+    async def close(self) -> None:
+        await self._call(self.sync.close)
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,146 @@
+"""Shared helpers: real server processes on free loopback ports, bounded polling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+APP_DIR = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def poll(
+    check: Callable[[], T | None], timeout: float, interval: float = 0.05, what: str = ""
+) -> T:
+    """Call `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        time.sleep(interval)
+
+
+def http(
+    method: str, url: str, body: Any = None, timeout: float = 5.0, raw: bytes | None = None
+) -> tuple[int, dict[str, str], Any]:
+    """One request; returns (status, headers, decoded JSON body or text)."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as answer:
+            status, headers, payload = answer.status, dict(answer.headers), answer.read()
+    except urllib.error.HTTPError as exc:
+        status, headers, payload = exc.code, dict(exc.headers), exc.read()
+    try:
+        return status, headers, json.loads(payload)
+    except ValueError:
+        return status, headers, payload.decode()
+
+
+class AppProcess:
+    """`python -m archibald_app <service>` as a child process with its own port."""
+
+    def __init__(self, service: str, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        full_env = {
+            **os.environ,
+            "APP_HOST": "127.0.0.1",
+            "APP_PORT": str(self.port),
+            "PYTHONPATH": str(APP_DIR),
+            **env,
+        }
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "archibald_app", service],
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=APP_DIR,
+        )
+
+    def wait_healthy(self, timeout: float = 10.0) -> None:
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exited {self.proc.returncode}: {self.log_path.read_text()}")
+            try:
+                return http("GET", self.base + "/health", timeout=1)[0] == 200
+            except OSError:
+                return False
+
+        poll(up, timeout, what=f"{self.base}/health")
+
+    def get(self, path: str) -> tuple[int, dict[str, str], Any]:
+        return http("GET", self.base + path)
+
+    def post(self, path: str, body: Any) -> tuple[int, dict[str, str], Any]:
+        return http("POST", self.base + path, body)
+
+    def submit(self, kind: str, **params: Any) -> int:
+        status, _, body = self.post("/api/jobs", {"kind": kind, "params": params})
+        assert status == 202, body
+        return int(body["id"])
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    def wait_exit(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def event(self, name: str) -> dict[str, Any] | None:
+        return next((e for e in self.events() if e.get("event") == name), None)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._log.close()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., AppProcess]]:
+    """Start app processes; every one still running is killed at the end of the test."""
+    started: list[AppProcess] = []
+
+    def start(service: str = "backend", **env: str) -> AppProcess:
+        env.setdefault("APP_DB_PATH", str(tmp_path / "jobs.sqlite3"))
+        app = AppProcess(service, env, tmp_path / f"{service}-{len(started)}.log")
+        started.append(app)
+        return app
+
+    yield start
+    for app in started:
+        app.stop()

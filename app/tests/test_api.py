@@ -1,0 +1,282 @@
+"""The HTTP contract, in process: validation, limits, headers, health, metrics, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from archibald_app import api, frontend
+from archibald_app.config import Config
+from archibald_app.logs import EventLog
+from archibald_app.metrics import Metrics
+from archibald_app.queue import AsyncJobQueue, JobQueue
+from archibald_app.runner import JobRunner
+from archibald_app.service import ServiceState
+
+Scenario = Callable[[TestClient, ServiceState], Awaitable[None]]
+
+
+def run_backend(tmp_path: Path, scenario: Scenario, **overrides: Any) -> None:
+    """Build the backend app (runner not started: jobs stay queued) and run `scenario`."""
+    cfg = dataclasses.replace(
+        Config(db_path=str(tmp_path / "j.db"), color="blue", version="v7"), **overrides
+    )
+
+    async def main() -> None:
+        log = EventLog(stream=open("/dev/null", "w"))  # noqa: SIM115
+        metrics = Metrics(service="backend", color=cfg.color, version=cfg.version)
+        state = ServiceState(cfg=cfg, service="backend", metrics=metrics, log=log, instance="t")
+        queue = AsyncJobQueue(JobQueue(cfg.db_path, on_query=metrics.count_query))
+        runner = JobRunner(cfg, queue, metrics, log, "t")
+        async with TestClient(TestServer(api.make_app(state, queue, runner))) as client:
+            await scenario(client, state)
+        await queue.close()
+
+    asyncio.run(main())
+
+
+def test_submit_and_read(tmp_path: Path) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        r = await client.post("/api/jobs", json={"kind": "sleep", "params": {"seconds": 1}})
+        assert r.status == 202
+        body = await r.json()
+        assert body["status"] == "queued"
+        assert r.headers["Location"] == f"/api/jobs/{body['id']}"
+        r = await client.get(f"/api/jobs/{body['id']}")
+        job = await r.json()
+        assert (job["kind"], job["params"], job["status"]) == (
+            "sleep",
+            {"seconds": 1.0, "cpu": 0.1},
+            "queued",
+        )
+
+    run_backend(tmp_path, scenario)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b"{not json", 400, "body"),
+        (b"[1, 2]", 422, "body"),
+        (b'{"params": {}}', 422, "kind"),
+        (b'{"kind": "mine"}', 422, "kind"),
+        (b'{"kind": "sleep", "params": []}', 422, "params"),
+        (b'{"kind": "sleep", "params": {}}', 422, "params.seconds"),
+        (b'{"kind": "sleep", "params": {"seconds": "1"}}', 422, "params.seconds"),
+        (b'{"kind": "sleep", "params": {"seconds": 31}}', 422, "params.seconds"),
+        (b'{"kind": "sleep", "params": {"seconds": 1, "cpu": 2}}', 422, "params.cpu"),
+        (b'{"kind": "sleep", "params": {"seconds": 1, "x": 2}}', 422, "params.x"),
+        (b'{"kind": "fail", "params": {"message": 5}}', 422, "params.message"),
+        (b'{"kind": "fail", "extra": 1}', 422, "extra"),
+    ],
+)
+def test_submit_validation(tmp_path: Path, body: bytes, status: int, field: str) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        r = await client.post("/api/jobs", data=body, headers={"Content-Type": "application/json"})
+        assert r.status == status
+        answer = await r.json()
+        assert answer["field"] == field
+        assert field in answer["error"]
+
+    run_backend(tmp_path, scenario)
+
+
+def test_body_over_limit_is_413(tmp_path: Path) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        big = b'{"kind": "sleep", "params": {"seconds": 1}, "pad": "' + b"x" * 2000 + b'"}'
+        r = await client.post("/api/jobs", data=big)
+        assert r.status == 413
+        assert (await r.json())["field"] == "body"
+
+        async def chunks() -> Any:
+            for _ in range(20):
+                yield b" " * 200
+
+        r = await client.post("/api/jobs", data=chunks())
+        assert r.status == 413
+
+    run_backend(tmp_path, scenario, max_body_bytes=1024)
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "field"),
+    [
+        ("?status=bogus", 400, "status"),
+        ("?limit=0", 400, "limit"),
+        ("?limit=501", 400, "limit"),
+        ("?offset=-1", 400, "offset"),
+        ("?limit=x", 400, "limit"),
+    ],
+)
+def test_list_validation(tmp_path: Path, query: str, status: int, field: str) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        r = await client.get("/api/jobs" + query)
+        assert r.status == status
+        assert (await r.json())["field"] == field
+
+    run_backend(tmp_path, scenario)
+
+
+def test_list_pages(tmp_path: Path) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        for _ in range(5):
+            await client.post("/api/jobs", json={"kind": "sleep", "params": {"seconds": 0}})
+        r = await client.get("/api/jobs?status=queued&limit=2&offset=2")
+        page = await r.json()
+        assert [j["id"] for j in page["jobs"]] == [3, 2]
+        assert (page["total"], page["next_offset"]) == (5, 4)
+        r = await client.get("/api/jobs?limit=2&offset=4")
+        assert (await r.json())["next_offset"] is None
+        r = await client.get("/api/jobs/x")
+        assert r.status == 400 and (await r.json())["field"] == "id"
+        r = await client.get("/api/jobs/999")
+        assert r.status == 404
+
+    run_backend(tmp_path, scenario)
+
+
+def test_every_answer_carries_colour_and_version(tmp_path: Path) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        for method, path in [
+            ("GET", "/health"),
+            ("GET", "/metrics"),
+            ("GET", "/nowhere"),
+            ("DELETE", "/api/jobs"),
+            ("GET", "/api/jobs/999"),
+            ("POST", "/api/jobs"),
+        ]:
+            r = await client.request(method, path)
+            assert r.headers["X-App-Color"] == "blue", (method, path)
+            assert r.headers["X-App-Version"] == "v7", (method, path)
+
+    run_backend(tmp_path, scenario)
+
+
+def test_health_and_draining(tmp_path: Path) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        r = await client.get("/health")
+        assert r.status == 200
+        assert await r.json() == {
+            "status": "ok",
+            "color": "blue",
+            "version": "v7",
+            "service": "backend",
+        }
+        state.draining = True
+        r = await client.get("/health")
+        assert r.status == 503
+        assert (await r.json())["status"] == "draining"
+        r = await client.post("/api/jobs", json={"kind": "sleep", "params": {"seconds": 1}})
+        assert r.status == 503
+        assert r.headers["Retry-After"] == "5"
+        assert (await client.get("/api/jobs")).status == 200
+
+    run_backend(tmp_path, scenario)
+
+
+def test_metrics_use_route_templates(tmp_path: Path) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        await client.post("/api/jobs", json={"kind": "sleep", "params": {"seconds": 1}})
+        await client.get("/api/jobs/1")
+        await client.get("/api/jobs/12345")
+        await client.get("/secret/path/123")
+        text = await (await client.get("/metrics")).text()
+        assert 'route="/api/jobs/{id}",status_code="200"' in text
+        assert 'route="/api/jobs/{id}",status_code="404"' in text
+        assert 'http_requests_total{method="GET",route="unmatched",status_code="404"} 1.0' in text
+        assert "/secret" not in text and "12345" not in text
+        assert 'le="0.1"' in text and 'le="10.0"' in text and 'le="0.25"' not in text
+        assert "job_queue_size 1.0" in text
+        assert 'jobs_total{kind="sleep",status="submitted"} 1.0' in text
+        assert 'app_info{color="blue",service="backend",version="v7"} 1.0' in text
+        assert "worker_pool_size 4.0" in text
+        assert "active_operations 1.0" in text  # the scrape itself
+        assert 'db_queries_total{operation="insert"} 1.0' in text
+        for name in (
+            "active_operations",
+            "app_draining",
+            "job_processing_seconds",
+            "worker_pool_busy",
+            "worker_pool_waits_total",
+            "worker_pool_restarts_total",
+        ):
+            assert f"# TYPE {name}" in text
+
+    run_backend(tmp_path, scenario)
+
+
+def test_metrics_middleware_can_be_turned_off(tmp_path: Path) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        await client.get("/health")
+        text = await (await client.get("/metrics")).text()
+        assert "http_requests_total{" not in text
+        assert "app_info{" in text
+
+    run_backend(tmp_path, scenario, metrics_enabled=False)
+
+
+def test_fault_injection(tmp_path: Path) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        assert (await client.get("/api/jobs")).status == 500
+        assert (await client.get("/health")).status == 503
+        assert (await (await client.get("/health")).json())["status"] == "unhealthy"
+        assert (await client.get("/metrics")).status == 200
+
+    run_backend(tmp_path, scenario, fault_api_error_ratio=1.0, fault_unhealthy=True)
+
+
+def test_fault_ratio_is_a_fraction(tmp_path: Path) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        statuses = [(await client.get("/api/jobs?limit=1")).status for _ in range(200)]
+        errors = statuses.count(500)
+        assert 50 <= errors <= 150, errors
+        assert set(statuses) == {200, 500}
+
+    run_backend(tmp_path, scenario, fault_api_error_ratio=0.5)
+
+
+def test_frontend_serves_the_page(tmp_path: Path) -> None:
+    async def main() -> None:
+        cfg = Config(color="green", version="v2")
+        metrics = Metrics(service="frontend", color=cfg.color, version=cfg.version)
+        state = ServiceState(
+            cfg=cfg, service="frontend", metrics=metrics, log=EventLog(), instance="f"
+        )
+        async with TestClient(TestServer(frontend.make_app(state))) as client:
+            r = await client.get("/")
+            assert r.status == 200
+            page = await r.text()
+            assert 'fetch("/api/jobs' in page
+            assert r.headers["X-App-Color"] == "green"
+            assert (await client.get("/health")).status == 200
+            text = await (await client.get("/metrics")).text()
+            assert 'app_info{color="green",service="frontend",version="v2"} 1.0' in text
+            assert "job_queue_size" not in text
+            assert (await client.get("/api/jobs")).status == 404
+
+    asyncio.run(main())
+
+
+def test_unknown_methods_do_not_grow_label_sets(tmp_path: Path) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        for verb in ("PROPFIND", "MKCOL", "LOCK"):
+            await client.request(verb, "/api/jobs")
+        text = await (await client.get("/metrics")).text()
+        assert 'method="other",route="unmatched",status_code="405"' in text
+        assert "PROPFIND" not in text
+
+    run_backend(tmp_path, scenario)
+
+
+def test_no_created_series(tmp_path: Path) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        await client.get("/health")
+        text = await (await client.get("/metrics")).text()
+        assert "_created" not in text
+
+    run_backend(tmp_path, scenario)
