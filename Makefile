@@ -57,7 +57,7 @@ lint: venv ## yamllint, ansible-lint (production, offline), ruff, mypy
 	ansible-lint --offline
 	ruff check .
 	ruff format --check .
-	mypy filter_plugins library harness tests/unit app/archibald_app
+	mypy filter_plugins library harness monitoring tests/unit app/archibald_app
 
 .PHONY: unit
 unit: venv ## Unit tests: plugins, harness, roles' interfaces, the app

@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 
 API = "http://127.0.0.1:9090/api/v1"
-RELOAD_TS = "prometheus_config_last_reload_success_timestamp_seconds"
+# Our own series only: Debian's package starts Prometheus with its default
+# configuration (targets localhost:9090 and :9100) before the role replaces it.
+RELOAD_TS = 'prometheus_config_last_reload_success_timestamp_seconds{instance="127.0.0.1:9090"}'
+NODE_SAMPLES = 'count_over_time(up{job="node", instance="127.0.0.1:9100"}[1h])'
 EXPECTED_JOBS = {"archibald", "node", "nginx", "prometheus"}
 
 
@@ -91,7 +94,8 @@ def test_alert_rules_are_loaded(host) -> None:
 def test_retention_flags_are_live(host) -> None:
     flags = _get(host, "status/flags")
     assert flags["storage.tsdb.retention.time"] == "15d"
-    assert flags["storage.tsdb.retention.size"] == "5GB"
+    # Prometheus' size units are binary: it reports 5GB back as 5GiB.
+    assert flags["storage.tsdb.retention.size"] in ("5GB", "5GiB")
     assert flags["web.listen-address"] == "127.0.0.1:9090"
     args = host.check_output("cat /proc/$(pidof prometheus)/cmdline | tr '\\0' ' '")
     assert "--storage.tsdb.retention.time=15d" in args
@@ -99,8 +103,8 @@ def test_retention_flags_are_live(host) -> None:
 
 
 def test_reload_keeps_process_and_data(host) -> None:
-    _poll("samples of the node target", lambda: _query(host, 'count_over_time(up{job="node"}[1h])'))
-    before = float(_query(host, 'count_over_time(up{job="node"}[1h])')[0]["value"][1])
+    _poll("samples of the node target", lambda: _query(host, NODE_SAMPLES))
+    before = float(_query(host, NODE_SAMPLES)[0]["value"][1])
     pid = host.check_output("pidof prometheus")
     reloads = float(_query(host, RELOAD_TS)[0]["value"][1])
     host.check_output("systemctl reload prometheus")
@@ -111,6 +115,7 @@ def test_reload_keeps_process_and_data(host) -> None:
 
     _poll("a successful config reload", reloaded)
     assert host.check_output("pidof prometheus") == pid, "reload restarted the process"
-    after = float(_query(host, 'count_over_time(up{job="node"}[1h])')[0]["value"][1])
+    after = float(_query(host, NODE_SAMPLES)[0]["value"][1])
     assert after >= before, f"samples lost across the reload: {before} -> {after}"
-    assert _query(host, "prometheus_config_last_reload_successful")[0]["value"][1] == "1"
+    ok = _query(host, 'prometheus_config_last_reload_successful{instance="127.0.0.1:9090"}')
+    assert ok[0]["value"][1] == "1"

@@ -1,0 +1,115 @@
+"""Verify role `grafana` on a machine that cannot reach Grafana's repository.
+
+The files are rendered and provisioned; the package is not installed and the
+role says so plainly; with grafana_required true (production) it fails.
+"""
+
+from __future__ import annotations
+
+import configparser
+import functools
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+
+SCENARIO = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", Path(__file__).parents[1]))
+DASHBOARDS = sorted(
+    p.name for p in (SCENARIO.parents[1] / "roles/grafana/files/dashboards").glob("*.json")
+)
+
+
+@functools.cache
+def _playbook(playbook: str, limit: str) -> subprocess.CompletedProcess[str]:
+    """Run a playbook of this scenario against one host (once per host)."""
+    return subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            "--limit",
+            limit,
+            str(SCENARIO / playbook),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0"),
+    )
+
+
+def _said(result: subprocess.CompletedProcess[str]) -> str:
+    """The playbook's output (errors go to stderr) with the YAML callback's wrapping undone."""
+    return " ".join((result.stdout + result.stderr).split())
+
+
+def _ini(host) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser()
+    parser.read_string(host.file("/etc/grafana/grafana.ini").content_string)
+    return parser
+
+
+def test_grafana_ini_is_rendered_from_data(host) -> None:
+    ini_file = host.file("/etc/grafana/grafana.ini")
+    assert ini_file.mode == 0o640
+    assert ini_file.user == "root"
+    ini = _ini(host)
+    assert ini.get("server", "root_url") == "%(protocol)s://%(domain)s/grafana/"
+    assert ini.get("server", "serve_from_sub_path") == "true"
+    assert ini.get("server", "http_addr") == "127.0.0.1"
+    assert ini.get("server", "http_port") == "3000"
+    assert ini.get("server", "domain") == "archibald.test"
+    assert ini.get("security", "admin_password") == "molecule-admin-pw"
+    assert ini.get("auth.anonymous", "enabled") == "false"
+    assert ini.get("analytics", "reporting_enabled") == "false"
+    assert ini.get("analytics", "check_for_updates") == "false"
+
+
+def test_datasource_is_provisioned(host) -> None:
+    data = yaml.safe_load(
+        host.file("/etc/grafana/provisioning/datasources/archibald.yml").content_string
+    )
+    (source,) = data["datasources"]
+    assert source["uid"] == "prometheus"
+    assert source["type"] == "prometheus"
+    assert source["url"] == "http://127.0.0.1:9090"
+
+
+def test_dashboards_are_provisioned(host) -> None:
+    data = yaml.safe_load(
+        host.file("/etc/grafana/provisioning/dashboards/archibald.yml").content_string
+    )
+    (provider,) = data["providers"]
+    path = provider["options"]["path"]
+    assert path == "/etc/grafana/dashboards"
+    assert len(DASHBOARDS) == 4
+    for name in DASHBOARDS:
+        dashboard = host.file(f"{path}/{name}")
+        assert dashboard.mode == 0o640
+        assert json.loads(dashboard.content_string)["uid"].startswith("archibald-")
+
+
+def test_package_and_service_are_absent_when_repo_unreachable(host) -> None:
+    assert not host.package("grafana").is_installed
+    assert not host.socket("tcp://127.0.0.1:3000").is_listening
+    assert not host.file("/etc/apt/sources.list.d/grafana.sources").exists
+
+
+def test_skip_is_said_plainly(host) -> None:
+    result = _playbook("converge.yml", host.backend.host)
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = _said(result)
+    assert "SKIPPED Grafana package install and service" in said
+    assert "is unreachable" in said
+
+
+def test_required_and_unreachable_fails_in_preflight(host) -> None:
+    result = _playbook("required.yml", host.backend.host)
+    assert result.returncode != 0, result.stdout
+    said = _said(result)
+    assert "Grafana is required (grafana_required: true)" in said
+    assert "is unreachable" in said
+    assert "set grafana_required: false" in said

@@ -1,0 +1,81 @@
+"""The alert rules load in Prometheus and behave as their promtool unit tests say."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES_DIR = ROOT / "roles" / "prometheus" / "files" / "rules"
+RULE_FILES = sorted(RULES_DIR.glob("*.rules.yml"))
+TEST_FILES = sorted((ROOT / "monitoring" / "tests").glob("*.rules.test.yml"))
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+# Every alert this repository promises (DESIGN.md, Monitoring).
+EXPECTED_ALERTS = {
+    "AppHighErrorRate",
+    "TargetDown",
+    "AppHighLatencyP99",
+    "DrainDidNotFinish",
+    "DiskFilling",
+    "ContainerRestartLoop",
+}
+
+pytestmark = pytest.mark.skipif(
+    not Path(PROMTOOL).exists(),
+    reason="promtool not found: apt-get install prometheus (make venv does)",
+)
+
+
+def _promtool(*args: str, cwd: Path = ROOT) -> None:
+    result = subprocess.run(
+        [PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=120
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"promtool {' '.join(args)} failed (exit {result.returncode}):\n"
+            f"{result.stdout}{result.stderr}",
+            pytrace=False,
+        )
+
+
+def _alerts(path: Path) -> set[str]:
+    data = yaml.safe_load(path.read_text())
+    return {rule["alert"] for group in data["groups"] for rule in group["rules"] if "alert" in rule}
+
+
+def test_rule_and_test_files_exist() -> None:
+    assert RULE_FILES, f"no *.rules.yml in {RULES_DIR}"
+    assert TEST_FILES, "no monitoring/tests/*.rules.test.yml"
+
+
+@pytest.mark.parametrize("rule_file", RULE_FILES, ids=lambda p: p.name)
+def test_promtool_check_rules(rule_file: Path) -> None:
+    _promtool("check", "rules", str(rule_file))
+
+
+@pytest.mark.parametrize("test_file", TEST_FILES, ids=lambda p: p.name)
+def test_promtool_test_rules(test_file: Path) -> None:
+    _promtool("test", "rules", test_file.name, cwd=test_file.parent)
+
+
+def test_every_promised_alert_exists() -> None:
+    defined = set().union(*(_alerts(p) for p in RULE_FILES))
+    missing = EXPECTED_ALERTS - defined
+    assert not missing, f"alert rules missing: {sorted(missing)}"
+
+
+def test_every_alert_is_tested_firing_and_not_firing() -> None:
+    """Each alert has one eval that expects it and one that expects nothing."""
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for test_file in TEST_FILES:
+        for case in yaml.safe_load(test_file.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (firing if check.get("exp_alerts") else silent).add(check["alertname"])
+    defined = set().union(*(_alerts(p) for p in RULE_FILES))
+    assert defined - firing == set(), f"never tested firing: {sorted(defined - firing)}"
+    assert defined - silent == set(), f"never tested not firing: {sorted(defined - silent)}"
