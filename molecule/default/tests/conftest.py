@@ -1,0 +1,114 @@
+"""Helpers for the whole-stack tests: run playbooks, read state, talk to nginx."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+EDGE = "https://127.0.0.1:18443"
+STATE_DIR = "/var/lib/archibald/archibald"
+STATE = f"{STATE_DIR}/state.json"
+LOCK = f"{STATE_DIR}/release.lock"
+_TLS = ssl.create_default_context()
+_TLS.check_hostname = False
+_TLS.verify_mode = ssl.CERT_NONE
+
+
+def inventory() -> str:
+    path = os.environ.get("MOLECULE_INVENTORY_FILE")
+    if not path:
+        pytest.fail("MOLECULE_INVENTORY_FILE is not set: run these tests through `molecule verify`")
+    return path
+
+
+def playbook_cmd(name: str, *extra: str) -> list[str]:
+    return ["ansible-playbook", "-i", inventory(), str(ROOT / "playbooks" / name), *extra]
+
+
+def playbook_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    return env
+
+
+def run_playbook(name: str, *extra: str) -> tuple[int, str, float]:
+    """Run a playbook against the scenario host; return (rc, output, seconds)."""
+    started = time.monotonic()
+    result = subprocess.run(
+        playbook_cmd(name, *extra),
+        cwd=ROOT,
+        env=playbook_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    elapsed = time.monotonic() - started
+    output = result.stdout + result.stderr
+    print(f"[playbook] {name} {' '.join(extra)} -> rc={result.returncode} in {elapsed:.1f} s")
+    return result.returncode, output, elapsed
+
+
+def read_state(host: Any) -> dict[str, Any]:
+    return json.loads(host.file(STATE).content_string)
+
+
+def edge(path: str = "/health", timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(EDGE + path, headers={"Host": "localhost"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=_TLS) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+
+
+def post_job(seconds: float = 0.3, kind: str = "sleep") -> tuple[int, str | None]:
+    body = json.dumps({"kind": kind, "params": {"seconds": seconds}}).encode()
+    request = urllib.request.Request(
+        EDGE + "/api/jobs",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "Host": "localhost"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=_TLS) as resp:
+            return resp.status, json.loads(resp.read())["id"]
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except OSError:
+        return 0, None
+
+
+def wait_for(what: str, check: Any, timeout: float, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def running_colors(host: Any) -> dict[str, bool]:
+    out = host.check_output(
+        "docker ps --filter label=org.archibald.app=archibald "
+        '--format \'{{.Label "org.archibald.color"}} {{.Label "org.archibald.service"}}\''
+    )
+    found: dict[str, bool] = {}
+    for line in out.splitlines():
+        color, _service = line.split()
+        found[color] = True
+    return found

@@ -1,0 +1,182 @@
+"""Release v2, then roll back, under continuous load through nginx over TLS.
+
+Asserts 0 non-2xx answers and 0 connection errors across at least 20,000
+requests at 200 req/s or more, and that every job submitted meanwhile runs
+exactly once. Prints p50/p99 in steady state and around the switches, and the
+release, rollback and flip timings.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import statistics
+import subprocess
+import threading
+import time
+from typing import Any
+
+from conftest import EDGE, edge, post_job, read_state, run_playbook, wait_for
+
+HEY_CONCURRENCY = 8
+HEY_RATE_PER_WORKER = 32  # 8 x 32 = 256 req/s offered
+HEY_MAX_S = 420
+
+
+class Prober(threading.Thread):
+    """Polls /health through nginx and records (time, colour, status, latency)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, str, int, float]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                status, body = edge("/health", timeout=5)
+                color = str(body.get("color", "?"))
+            except OSError:
+                status, color = 0, "error"
+            self.samples.append((started, color, status, time.monotonic() - started))
+            time.sleep(0.02)
+
+
+class Submitter(threading.Thread):
+    """Submits a short job every 0.25 s through nginx."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.results: list[tuple[int, str | None]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.results.append(post_job(0.3))
+            time.sleep(0.25)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def phase(samples: list[tuple[float, str, int, float]], start: float, end: float) -> str:
+    lat = [s[3] for s in samples if start <= s[0] < end]
+    return f"n={len(lat):5d} p50={pct(lat, 0.5):6.1f} ms p99={pct(lat, 0.99):6.1f} ms"
+
+
+def parse_hey(output: str) -> dict[str, Any]:
+    summary, _, error_part = output.partition("Error distribution:")
+    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", summary)}
+    errors = sum(int(n) for n in re.findall(r"^\s*\[(\d+)\]", error_part, re.M))
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", summary)
+    assert rps, f"hey printed no summary:\n{output[-2000:]}"
+    return {
+        "codes": codes,
+        "errors": errors,
+        "error_lines": error_part.strip(),
+        "rps": float(rps.group(1)),
+    }
+
+
+def test_release_and_rollback_under_load(host: Any) -> None:
+    before = read_state(host)
+    assert before["active"] == "blue" and before["colors"]["blue"]["version"] == "v1"
+
+    hey = subprocess.Popen(
+        [
+            "hey",
+            "-z",
+            f"{HEY_MAX_S}s",
+            "-c",
+            str(HEY_CONCURRENCY),
+            "-q",
+            str(HEY_RATE_PER_WORKER),
+            "-host",
+            "localhost",
+            f"{EDGE}/api/jobs?limit=1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    prober, submitter = Prober(), Submitter()
+    prober.start()
+    submitter.start()
+    marks: dict[str, float] = {"start": time.monotonic()}
+    try:
+        time.sleep(15)
+        marks["release"] = time.monotonic()
+        rc, out, release_s = run_playbook("release.yml", "-e", "app_version=v2")
+        assert rc == 0, out[-3000:]
+        marks["released"] = time.monotonic()
+        time.sleep(10)
+        marks["rollback"] = time.monotonic()
+        rc, out, rollback_s = run_playbook("rollback.yml")
+        assert rc == 0, out[-3000:]
+        marks["rolled_back"] = time.monotonic()
+        time.sleep(10)
+    finally:
+        marks["end"] = time.monotonic()
+        hey.send_signal(signal.SIGINT)
+        hey_out, _ = hey.communicate(timeout=60)
+        prober.stop.set()
+        submitter.stop.set()
+        prober.join(10)
+        submitter.join(20)
+
+    result = parse_hey(hey_out)
+    total = sum(result["codes"].values()) + result["errors"]
+    non2xx = sum(n for c, n in result["codes"].items() if not 200 <= c < 300)
+    samples = prober.samples
+    # The flip as a client sees it: the last answer from blue before the first
+    # from green (the prober asks every ~20 ms), and any blue answer after it.
+    green = [s[0] for s in samples if s[1] == "green"]
+    blue_before = [s[0] for s in samples if s[1] == "blue" and green and s[0] < green[0]]
+    flip_ms = (green[0] - blue_before[-1]) * 1000 if green and blue_before else float("nan")
+    rb = marks["rollback"]
+    mixed = [s for s in samples if green and green[0] < s[0] < rb and s[1] != "green"]
+    print("\n=== release under load ===")
+    print(
+        f"hey: {total} requests, {result['rps']:.0f} req/s, status codes {result['codes']}, "
+        f"connection errors {result['errors']}"
+    )
+    print(f"steady state      {phase(samples, marks['start'], marks['release'])}")
+    print(f"release v1 -> v2  {phase(samples, marks['release'], marks['released'])}")
+    print(f"rollback v2 -> v1 {phase(samples, marks['rollback'], marks['rolled_back'])}")
+    print(f"after rollback    {phase(samples, marks['rolled_back'], marks['end'])}")
+    print(
+        f"timings: release {release_s:.1f} s (target <= 60), rollback {rollback_s:.1f} s "
+        f"(target <= 15), flip {flip_ms:.0f} ms between the last blue and first green answer "
+        f"(target < 1000), {len(mixed)} non-green answers after the flip"
+    )
+    bad_probes = [s for s in samples if s[2] != 200]
+    assert not bad_probes, f"health probes through nginx failed: {bad_probes[:10]}"
+    assert result["errors"] == 0, f"connection errors under load:\n{result['error_lines']}"
+    assert non2xx == 0, f"non-2xx answers under load: {result['codes']}"
+    assert total >= 20000, f"only {total} requests: the load did not span the releases"
+    assert result["rps"] >= 200, f"load was {result['rps']:.0f} req/s, expected >= 200"
+    assert green, "no answer ever came from green: the release did not switch traffic"
+    assert flip_ms < 1000, f"the flip took {flip_ms:.0f} ms"
+    assert not mixed, f"answers from the old colour after the flip: {mixed[:5]}"
+    assert read_state(host)["active"] == "blue"
+
+    # Every job submitted during the releases finishes exactly once.
+    rejected = [r for r in submitter.results if r[0] != 202]
+    assert not rejected, f"job submissions refused during the releases: {rejected[:10]}"
+    ids = [job_id for _status, job_id in submitter.results if job_id]
+
+    def all_done() -> bool:
+        return all(edge(f"/api/jobs/{job_id}")[1].get("status") == "done" for job_id in ids)
+
+    wait_for(f"{len(ids)} jobs to finish", all_done, timeout=180, interval=2)
+    runs = [edge(f"/api/jobs/{job_id}")[1].get("runs") for job_id in ids]
+    print(
+        f"jobs: {len(ids)} submitted during the releases, all done, runs per job "
+        f"{statistics.mode(runs) if runs else '-'} (max {max(runs) if runs else '-'})"
+    )
+    assert all(r == 1 for r in runs), f"jobs run more than once: {runs}"
