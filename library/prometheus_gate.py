@@ -175,7 +175,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -221,7 +221,7 @@ class Gate:
         return "pass" if self.judged else "insufficient_data"
 
 
-def make_gates(specs: list[Mapping[str, Any]]) -> list[Gate]:
+def make_gates(specs: Sequence[Mapping[str, Any]]) -> list[Gate]:
     gates = []
     for spec in specs:
         if spec.get("op") not in OPS:

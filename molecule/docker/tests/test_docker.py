@@ -69,5 +69,6 @@ def test_container_from_local_registry_answers(host, probe: str) -> None:
             break
         time.sleep(0.5)
     assert last is not None and last.stdout.strip() == "200", last
-    log_config = _docker_json(host, f"inspect --format '{{{{json .HostConfig.LogConfig}}}}' {probe}")
+    fmt = "'{{json .HostConfig.LogConfig}}'"
+    log_config = _docker_json(host, f"inspect --format {fmt} {probe}")
     assert log_config == {"Type": "json-file", "Config": {"max-file": "5", "max-size": "10m"}}

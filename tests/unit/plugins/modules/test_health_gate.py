@@ -82,7 +82,7 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-FAST = {"interval": 0.05, "request_timeout": 0.3}
+FAST: dict[str, Any] = {"interval": 0.05, "request_timeout": 0.3}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Give a CI job SSH access to the production host and the vault password.
+#   scripts/ci-access.sh          (reads the secrets from the environment)
+# Needs VPS_SSH_KEY (private key of the deploy user), VPS_KNOWN_HOSTS (the
+# host's pinned known_hosts line) and ANSIBLE_VAULT_PASSWORD. Host keys are
+# always checked: an unknown or changed host key stops the job.
+# Exports for later steps (via $GITHUB_ENV): ANSIBLE_PRIVATE_KEY_FILE,
+# VAULT_PASSWORD_FILE (pass it with --vault-password-file).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail() { printf '::error::%s\n' "$*"; exit 1; }
+
+[ -n "${VPS_SSH_KEY:-}" ] || fail "The VPS_SSH_KEY secret is empty: add the deploy user's private key (OPERATIONS.md, 'Secrets and variables')."
+[ -n "${VPS_KNOWN_HOSTS:-}" ] || fail "The VPS_KNOWN_HOSTS secret is empty: add the host's known_hosts line from ssh-keyscan, checked against the provider's console (OPERATIONS.md)."
+[ -n "${ANSIBLE_VAULT_PASSWORD:-}" ] || fail "The ANSIBLE_VAULT_PASSWORD secret is empty: add the password of inventory/production/group_vars/all/vault.yml."
+
+vault=inventory/production/group_vars/all/vault.yml
+[ -f "$vault" ] || fail "$vault is missing: copy vault.yml.example, fill it in, ansible-vault encrypt it and commit it."
+IFS= read -r first_line <"$vault" || true
+case "$first_line" in
+  "\$ANSIBLE_VAULT;"*) ;;
+  *) fail "$vault is not encrypted: run ansible-vault encrypt $vault before committing it." ;;
+esac
+
+umask 077
+ssh_dir="$HOME/.ssh"
+mkdir -p "$ssh_dir"
+key="$ssh_dir/archibald_deploy"
+printf '%s\n' "$VPS_SSH_KEY" | tr -d '\r' >"$key"
+ssh-keygen -y -f "$key" >/dev/null 2>&1 \
+  || fail "VPS_SSH_KEY is not a usable private key (passphrase-less OpenSSH key expected)."
+
+printf '%s\n' "$VPS_KNOWN_HOSTS" | tr -d '\r' >"$ssh_dir/known_hosts"
+ssh-keygen -l -f "$ssh_dir/known_hosts" >/dev/null 2>&1 \
+  || fail "VPS_KNOWN_HOSTS is not a known_hosts line ('<host> <key type> <key>')."
+echo "Pinned host keys:"
+ssh-keygen -l -f "$ssh_dir/known_hosts"
+
+# Strict host key checking for every connection this job makes.
+cat >"$ssh_dir/config" <<CONFIG
+Host *
+  StrictHostKeyChecking yes
+  UserKnownHostsFile $ssh_dir/known_hosts
+  IdentityFile $key
+  IdentitiesOnly yes
+CONFIG
+
+vault_pass="${RUNNER_TEMP:-/tmp}/vault-password"
+printf '%s\n' "$ANSIBLE_VAULT_PASSWORD" >"$vault_pass"
+chmod 0600 "$vault_pass" "$key" "$ssh_dir/known_hosts" "$ssh_dir/config"
+
+if [ -n "${GITHUB_ENV:-}" ]; then
+  {
+    echo "ANSIBLE_PRIVATE_KEY_FILE=$key"
+    echo "VAULT_PASSWORD_FILE=$vault_pass"
+  } >>"$GITHUB_ENV"
+fi
+echo "SSH key, pinned host key and vault password file are in place."

