@@ -26,6 +26,10 @@ JOB_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 
+JOB_KINDS = ("sleep", "fail")
+JOB_STATUSES = ("submitted", "done", "retried", "failed", "requeued", "lost")
+
+
 class Metrics:
     """Every metric the service exports; backend-only metrics stay at zero in the frontend."""
 
@@ -79,6 +83,11 @@ class Metrics:
             ["kind", "status"],
             registry=r,
         )
+        # Known label sets start at 0, so dashboards and rates see a series
+        # before the first job of a kind ends that way (not "no data").
+        for kind in JOB_KINDS:
+            for status in JOB_STATUSES:
+                self.jobs.labels(kind=kind, status=status)
         self.pool_size = Gauge("worker_pool_size", "Workers in the pool", registry=r)
         self.pool_busy = Gauge("worker_pool_busy", "Workers running a job", registry=r)
         self.pool_acquires = Counter(

@@ -203,8 +203,11 @@ APPLICATION = Dashboard(
             "API error rate (5xx share)",
             (
                 _q(
-                    f'sum by (color) (rate(http_requests_total{{{APP}, route=~"/api.*", '
-                    'status_code=~"5.."}[$__rate_interval])) / sum by (color) '
+                    # "or ... * 0": a colour without any 5xx yet shows 0 %, not "no data".
+                    f'(sum by (color) (rate(http_requests_total{{{APP}, route=~"/api.*", '
+                    'status_code=~"5.."}[$__rate_interval])) or sum by (color) '
+                    f'(rate(http_requests_total{{{APP}, route=~"/api.*"}}[$__rate_interval])) * 0)'
+                    " / sum by (color) "
                     f'(rate(http_requests_total{{{APP}, route=~"/api.*"}}[$__rate_interval]))',
                     "{{color}}",
                 ),

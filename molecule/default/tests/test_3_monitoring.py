@@ -1,0 +1,139 @@
+"""Monitoring of the live stack: targets up, every dashboard query has data,
+and the plan's error-rate alert goes off when more than 10 % of API requests fail.
+
+The alert waits 5 minutes (`for: 5m`) before it fires; this scenario checks
+that its expression turns true (the alert is pending) on real traffic and
+leaves firing and resolving to the promtool unit tests
+(monitoring/tests/archibald.rules.test.yml), to keep CI within its budget.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from typing import Any
+
+from conftest import ROOT, edge, post_job, read_state, run_playbook, wait_for
+
+PROM = "http://127.0.0.1:9090"
+
+
+def prom(host: Any, path: str, **params: str) -> Any:
+    query = urllib.parse.urlencode(params)
+    out = host.check_output(f"curl -fsS '{PROM}{path}?{query}'")
+    body = json.loads(out)
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def instant(host: Any, promql: str) -> list[dict[str, Any]]:
+    return prom(host, "/api/v1/query", query=promql)["result"]  # type: ignore[no-any-return]
+
+
+def traffic(seconds: float, stop: threading.Event) -> None:
+    """API reads, short jobs and failing jobs through nginx, like real users."""
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline and not stop.is_set():
+        edge("/api/jobs?limit=5")
+        if n % 5 == 0:
+            post_job(0.2)
+        if n % 25 == 0:
+            post_job(0.1, kind="fail")
+        n += 1
+        time.sleep(0.05)
+
+
+def panel_queries() -> list[dict[str, str]]:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "monitoring/dashboards/generate.py"), "--list-queries"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def test_scrape_targets_are_up(host: Any) -> None:
+    active = read_state(host)["active"]
+    targets = prom(host, "/api/v1/targets")["activeTargets"]
+    down = [
+        (t["labels"]["job"], t["labels"].get("color"), t["lastError"])
+        for t in targets
+        if t["health"] != "up"
+        and (t["labels"]["job"] != "archibald" or t["labels"].get("color") == active)
+    ]
+    jobs = sorted({t["labels"]["job"] for t in targets})
+    print(f"\n[targets] jobs {jobs}; {len(targets)} targets; active colour {active}")
+    assert {"archibald", "docker", "nginx", "node", "prometheus"} <= set(jobs)
+    assert not down, f"targets down: {down}"
+
+
+def test_every_dashboard_query_returns_data(host: Any) -> None:
+    stop = threading.Event()
+    worker = threading.Thread(target=traffic, args=(50, stop), daemon=True)
+    worker.start()
+    worker.join(70)
+    empty = []
+    queries = panel_queries()
+    for item in queries:
+        promql = item["promql"]
+        if promql.endswith("> 0"):  # an annotation filter: ask for the values themselves
+            promql = promql[: -len("> 0")].strip()
+        if not instant(host, promql):
+            empty.append(f"{item.get('dashboard')} / {item.get('panel')}: {promql}")
+    print(f"\n[dashboards] {len(queries) - len(empty)} of {len(queries)} panel queries have data")
+    assert not empty, "panel queries without data:\n" + "\n".join(empty)
+
+
+def test_error_rate_alert_goes_off_and_rollback_restores(host: Any) -> None:
+    before = read_state(host)
+    rc, out, _ = run_playbook(
+        "release.yml", "-e", "app_version=bad-errors", "-e", "bluegreen_rollback_window_s=600"
+    )
+    assert rc == 0, out[-3000:]
+    bad = read_state(host)["active"]
+    stop = threading.Event()
+    worker = threading.Thread(target=traffic, args=(150, stop), daemon=True)
+    worker.start()
+    started = time.monotonic()
+    try:
+        selector = f'ALERTS{{alertname="AppHighErrorRate", color="{bad}"}}'
+        alert = wait_for("AppHighErrorRate to go off", lambda: instant(host, selector), 120, 3)
+        ratio = instant(
+            host,
+            f'sum(rate(http_requests_total{{job="archibald", color="{bad}", route=~"/api.*",'
+            f' status_code=~"5.."}}[5m])) / sum(rate(http_requests_total{{job="archibald",'
+            f' color="{bad}", route=~"/api.*"}}[5m]))',
+        )
+        print(
+            f"\n[alert] AppHighErrorRate {alert[0]['metric']['alertstate']} for colour {bad} "
+            f"{time.monotonic() - started:.0f} s after the bad release; 5xx share "
+            f"{float(ratio[0]['value'][1]):.0%} (threshold 10 %, fires after 5 min)"
+        )
+    finally:
+        stop.set()
+        worker.join(10)
+        rc, out, _ = run_playbook("rollback.yml")
+    assert rc == 0, out[-3000:]
+    status, body = edge("/health")
+    assert status == 200 and body["color"] == before["active"], body
+
+
+def test_prometheus_footprint(host: Any) -> None:
+    series = instant(host, "prometheus_tsdb_head_series")[0]["value"][1]
+    rss = instant(host, 'process_resident_memory_bytes{job="prometheus"}')[0]["value"][1]
+    rate = instant(host, "rate(prometheus_tsdb_head_samples_appended_total[2m])")[0]["value"][1]
+    disk = host.check_output("du -sb /var/lib/prometheus/metrics2 | cut -f1")
+    # About 1.3 bytes per sample after compaction (Prometheus' own rule of thumb: 1-2).
+    per_day = float(rate) * 86400 * 1.3
+    print(
+        f"\n[prometheus] {int(float(series))} series, {int(float(rss)) / 2**20:.0f} MiB RSS, "
+        f"{int(disk) / 2**20:.1f} MiB on disk now, {float(rate):.0f} samples/s; "
+        f"15 days at this rate: about {per_day * 15 / 2**20:.0f} MiB"
+    )
+    assert int(float(series)) > 0

@@ -1,0 +1,189 @@
+"""Metric-gated promotion: after the switch the release watches the new colour in
+Prometheus; a bad release under load rolls back by itself and is marked bad.
+"""
+
+from __future__ import annotations
+
+import signal
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from conftest import (
+    EDGE,
+    ROOT,
+    edge,
+    playbook_cmd,
+    playbook_env,
+    post_job,
+    read_state,
+    run_playbook,
+    wait_for,
+)
+
+ANALYSIS = ["-e", "bluegreen_analysis_window_s=90", "-e", "bluegreen_analysis_interval_s=5"]
+_TLS = ssl.create_default_context()
+_TLS.check_hostname = False
+_TLS.verify_mode = ssl.CERT_NONE
+
+
+def api_probe() -> tuple[int, str]:
+    """One API read through nginx: (status, colour that answered)."""
+    request = urllib.request.Request(EDGE + "/api/jobs?limit=1", headers={"Host": "localhost"})
+    try:
+        with urllib.request.urlopen(request, timeout=5, context=_TLS) as resp:
+            return resp.status, resp.headers.get("X-App-Color", "?")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("X-App-Color", "?")
+    except OSError:
+        return 0, "error"
+
+
+class ApiProber(threading.Thread):
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, int, str]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            started = time.monotonic()
+            status, color = api_probe()
+            self.samples.append((started, status, color))
+            time.sleep(0.02)
+
+
+def other_version(host: Any) -> str:
+    state = read_state(host)
+    active_version = state["colors"][state["active"]]["version"]
+    return "v3" if active_version != "v3" else "v2"
+
+
+def test_healthy_release_passes_its_analysis(host: Any) -> None:
+    prober = ApiProber()
+    prober.start()
+    try:
+        version = other_version(host)
+        rc, out, elapsed = run_playbook("release.yml", "-e", f"app_version={version}", *ANALYSIS)
+    finally:
+        prober.stop.set()
+        prober.join(10)
+    assert rc == 0, out[-3000:]
+    assert f"Metric analysis of {version} on" in out and ": pass" in out, out[-3000:]
+    bad = [s for s in prober.samples if s[1] != 200]
+    print(
+        f"\n[analysis] healthy release of {version} passed in {elapsed:.0f} s; "
+        f"{len(prober.samples)} API probes, {len(bad)} failed"
+    )
+    assert not bad
+
+
+def test_bad_release_rolls_back_by_itself(host: Any) -> None:
+    before = read_state(host)
+    good = before["active"]
+    hey = subprocess.Popen(
+        [
+            "hey",
+            "-z",
+            "300s",
+            "-c",
+            "4",
+            "-q",
+            "25",
+            "-host",
+            "localhost",
+            f"{EDGE}/api/jobs?limit=1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    prober = ApiProber()
+    prober.start()
+    accepted: list[str] = []
+
+    def submit(stop: threading.Event) -> None:
+        while not stop.is_set():
+            status, job_id = post_job(0.2)
+            if status == 202 and job_id:
+                accepted.append(job_id)
+            time.sleep(0.3)
+
+    stop = threading.Event()
+    submitter = threading.Thread(target=submit, args=(stop,), daemon=True)
+    submitter.start()
+    try:
+        time.sleep(5)
+        rc, out, elapsed = run_playbook("release.yml", "-e", "app_version=bad-errors", *ANALYSIS)
+        time.sleep(5)
+    finally:
+        stop.set()
+        prober.stop.set()
+        hey.send_signal(signal.SIGINT)
+        hey_out, _ = hey.communicate(timeout=60)
+        prober.join(10)
+        submitter.join(10)
+    assert rc != 0, out[-3000:]
+    assert "was rolled back automatically" in out, out[-4000:]
+    after = read_state(host)
+    assert after["active"] == good
+    assert "bad-errors" in after["bad_versions"]
+    assert after["history"][-1]["event"] in ("auto_rollback", "mark_bad")
+    samples = prober.samples
+    errors = [s for s in samples if s[1] >= 500 or s[1] == 0]
+    assert errors, "the bad release never answered an error: the test did not test anything"
+    first_bad = errors[0][0]
+    back = next(s[0] for s in samples if s[0] > errors[-1][0] and s[2] == good)
+    after_back = [s for s in samples if s[0] > back and s[1] != 200]
+    codes = {}
+    summary = hey_out.split("Error distribution:")[0]
+    for line in summary.splitlines():
+        line = line.strip()
+        if line.startswith("[") and "responses" in line:
+            code, count = line.split("]")[0][1:], int(line.split()[1])
+            codes[code] = count
+    print(
+        f"\n[auto rollback] first bad answer to traffic back on {good}: "
+        f"{back - first_bad:.1f} s; prober: {len(errors)} failed of "
+        f"{sum(1 for s in samples if first_bad <= s[0] <= back)} in between, "
+        f"{len(after_back)} failed after; hey status codes {codes}; release run {elapsed:.0f} s"
+    )
+    assert not after_back, f"failed answers after traffic came back: {after_back[:5]}"
+
+    def all_done() -> bool:
+        return all(edge(f"/api/jobs/{j}")[1].get("status") == "done" for j in accepted)
+
+    wait_for(f"{len(accepted)} accepted jobs to finish", all_done, timeout=120, interval=2)
+    print(f"[auto rollback] {len(accepted)} jobs accepted during the bad release, all done")
+    # A plain rerun does not promote the bad version again.
+    rc, out, _ = run_playbook("release.yml", "-e", "app_version=bad-errors")
+    assert rc != 0 and "is listed in bad_versions" in out, out[-3000:]
+
+
+def test_prometheus_down_during_analysis_fails_safely(host: Any) -> None:
+    before = read_state(host)
+    version = other_version(host)
+    release = subprocess.Popen(
+        playbook_cmd("release.yml", "-e", f"app_version={version}", *ANALYSIS),
+        cwd=ROOT,
+        env=playbook_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for("the switch", lambda: read_state(host)["active"] != before["active"], 180, 0.5)
+        host.check_output("systemctl stop prometheus")
+        out, _ = release.communicate(timeout=300)
+    finally:
+        host.run("systemctl start prometheus")
+    target = read_state(host)["active"]
+    print(f"\n[prometheus down] release failed with rc={release.returncode}; traffic on {target}")
+    assert release.returncode != 0, out[-3000:]
+    assert "the release was not judged" in out and f"Traffic stays on {target}" in out, out[-3000:]
+    status, body = edge("/health")
+    assert status == 200 and body["color"] == target and body["version"] == version
