@@ -25,7 +25,7 @@ from conftest import (
     wait_for,
 )
 
-ANALYSIS = ["-e", "bluegreen_analysis_window_s=90", "-e", "bluegreen_analysis_interval_s=5"]
+ANALYSIS = ["-e", "bluegreen_analysis_window_s=120", "-e", "bluegreen_analysis_interval_s=5"]
 _TLS = ssl.create_default_context()
 _TLS.check_hostname = False
 _TLS.verify_mode = ssl.CERT_NONE
@@ -119,6 +119,7 @@ def test_bad_release_rolls_back_by_itself(host: Any) -> None:
     try:
         time.sleep(5)
         rc, out, elapsed = run_playbook("release.yml", "-e", "app_version=bad-errors", *ANALYSIS)
+        finished = time.monotonic()
         time.sleep(5)
     finally:
         stop.set()
@@ -137,8 +138,17 @@ def test_bad_release_rolls_back_by_itself(host: Any) -> None:
     errors = [s for s in samples if s[1] >= 500 or s[1] == 0]
     assert errors, "the bad release never answered an error: the test did not test anything"
     first_bad = errors[0][0]
-    back = next(s[0] for s in samples if s[0] > errors[-1][0] and s[2] == good)
-    after_back = [s for s in samples if s[0] > back and s[1] != 200]
+    # Traffic is back when the old colour answers and every later answer is fine.
+    back = next(
+        (
+            s[0]
+            for i, s in enumerate(samples)
+            if s[0] > first_bad and s[2] == good and all(t[1] == 200 for t in samples[i:])
+        ),
+        None,
+    )
+    assert back is not None, f"traffic never settled back on {good}: {samples[-20:]}"
+    after_back = [s for s in samples if s[0] > finished and s[1] != 200]
     codes = {}
     summary = hey_out.split("Error distribution:")[0]
     for line in summary.splitlines():
@@ -150,7 +160,8 @@ def test_bad_release_rolls_back_by_itself(host: Any) -> None:
         f"\n[auto rollback] first bad answer to traffic back on {good}: "
         f"{back - first_bad:.1f} s; prober: {len(errors)} failed of "
         f"{sum(1 for s in samples if first_bad <= s[0] <= back)} in between, "
-        f"{len(after_back)} failed after; hey status codes {codes}; release run {elapsed:.0f} s"
+        f"{len(after_back)} failed after the rollback finished; "
+        f"hey status codes {codes}; release run {elapsed:.0f} s"
     )
     assert not after_back, f"failed answers after traffic came back: {after_back[:5]}"
 
