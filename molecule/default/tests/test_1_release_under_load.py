@@ -120,6 +120,10 @@ def test_release_and_rollback_under_load(host: Any) -> None:
         assert rc == 0, out[-3000:]
         marks["rolled_back"] = time.monotonic()
         time.sleep(10)
+        # Keep the load on until it has sent well over 20,000 requests: faster
+        # releases must not make the test weaker.
+        needed_s = 22000 / (HEY_CONCURRENCY * HEY_RATE_PER_WORKER)
+        time.sleep(max(0.0, needed_s - (time.monotonic() - marks["start"])))
     finally:
         marks["end"] = time.monotonic()
         hey.send_signal(signal.SIGINT)
