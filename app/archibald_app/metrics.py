@@ -12,6 +12,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -36,6 +37,9 @@ class Metrics:
     def __init__(self, *, service: str, color: str, version: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # process_start_time_seconds and friends: the restart-loop alert and the
+        # release's metric analysis (judge only the new process) rely on them.
+        ProcessCollector(registry=r)
         self.http_duration = Histogram(
             "http_request_duration_seconds",
             "HTTP request duration in seconds, by route template",

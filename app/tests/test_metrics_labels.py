@@ -13,3 +13,8 @@ def test_job_counters_start_at_zero() -> None:
     text = metrics.Metrics(version="v1", color="blue", service="backend").render().decode()
     for kind in jobs.KINDS:
         assert f'jobs_total{{kind="{kind}",status="requeued"}} 0.0' in text
+
+
+def test_process_metrics_are_exported() -> None:
+    text = metrics.Metrics(version="v1", color="blue", service="frontend").render().decode()
+    assert "process_start_time_seconds " in text
