@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import ssl
 import subprocess
 import time
@@ -19,9 +20,10 @@ EDGE = "https://127.0.0.1:18443"
 STATE_DIR = "/var/lib/archibald/archibald"
 STATE = f"{STATE_DIR}/state.json"
 LOCK = f"{STATE_DIR}/release.lock"
-_TLS = ssl.create_default_context()
-_TLS.check_hostname = False
-_TLS.verify_mode = ssl.CERT_NONE
+# The test hosts use a self-signed certificate.
+TLS = ssl.create_default_context()
+TLS.check_hostname = False
+TLS.verify_mode = ssl.CERT_NONE
 
 
 def inventory() -> str:
@@ -68,7 +70,7 @@ def read_state(host: Any) -> dict[str, Any]:
 def edge(path: str = "/health", timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(EDGE + path, headers={"Host": "localhost"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout, context=_TLS) as resp:
+        with urllib.request.urlopen(request, timeout=timeout, context=TLS) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
         return exc.code, {}
@@ -83,7 +85,7 @@ def post_job(seconds: float = 0.3, kind: str = "sleep") -> tuple[int, str | None
         headers={"Content-Type": "application/json", "Host": "localhost"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10, context=_TLS) as resp:
+        with urllib.request.urlopen(request, timeout=10, context=TLS) as resp:
             return resp.status, json.loads(resp.read())["id"]
     except urllib.error.HTTPError as exc:
         return exc.code, None
@@ -112,3 +114,17 @@ def running_colors(host: Any) -> dict[str, bool]:
         color, _service = line.split()
         found[color] = True
     return found
+
+
+def parse_hey(output: str) -> dict[str, Any]:
+    summary, _, error_part = output.partition("Error distribution:")
+    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", summary)}
+    errors = sum(int(n) for n in re.findall(r"^\s*\[(\d+)\]", error_part, re.M))
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", summary)
+    assert rps, f"hey printed no summary:\n{output[-2000:]}"
+    return {
+        "codes": codes,
+        "errors": errors,
+        "error_lines": error_part.strip(),
+        "rps": float(rps.group(1)),
+    }

@@ -8,7 +8,6 @@ release, rollback and flip timings.
 
 from __future__ import annotations
 
-import re
 import signal
 import statistics
 import subprocess
@@ -16,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from conftest import EDGE, edge, post_job, read_state, run_playbook, wait_for
+from conftest import EDGE, edge, parse_hey, post_job, read_state, run_playbook, wait_for
 
 HEY_CONCURRENCY = 8
 HEY_RATE_PER_WORKER = 32  # 8 x 32 = 256 req/s offered
@@ -67,20 +66,6 @@ def pct(values: list[float], q: float) -> float:
 def phase(samples: list[tuple[float, str, int, float]], start: float, end: float) -> str:
     lat = [s[3] for s in samples if start <= s[0] < end]
     return f"n={len(lat):5d} p50={pct(lat, 0.5):6.1f} ms p99={pct(lat, 0.99):6.1f} ms"
-
-
-def parse_hey(output: str) -> dict[str, Any]:
-    summary, _, error_part = output.partition("Error distribution:")
-    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", summary)}
-    errors = sum(int(n) for n in re.findall(r"^\s*\[(\d+)\]", error_part, re.M))
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", summary)
-    assert rps, f"hey printed no summary:\n{output[-2000:]}"
-    return {
-        "codes": codes,
-        "errors": errors,
-        "error_lines": error_part.strip(),
-        "rps": float(rps.group(1)),
-    }
 
 
 def test_release_and_rollback_under_load(host: Any) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import signal
-import ssl
 import subprocess
 import threading
 import time
@@ -18,7 +17,9 @@ import pytest
 from conftest import (
     EDGE,
     ROOT,
+    TLS,
     edge,
+    parse_hey,
     playbook_cmd,
     playbook_env,
     post_job,
@@ -28,16 +29,13 @@ from conftest import (
 )
 
 ANALYSIS = ["-e", "bluegreen_analysis_window_s=120", "-e", "bluegreen_analysis_interval_s=5"]
-_TLS = ssl.create_default_context()
-_TLS.check_hostname = False
-_TLS.verify_mode = ssl.CERT_NONE
 
 
 def api_probe() -> tuple[int, str]:
     """One API read through nginx: (status, colour that answered)."""
     request = urllib.request.Request(EDGE + "/api/jobs?limit=1", headers={"Host": "localhost"})
     try:
-        with urllib.request.urlopen(request, timeout=5, context=_TLS) as resp:
+        with urllib.request.urlopen(request, timeout=5, context=TLS) as resp:
             return resp.status, resp.headers.get("X-App-Color", "?")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers.get("X-App-Color", "?")
@@ -157,13 +155,7 @@ def test_bad_release_rolls_back_by_itself(host: Any) -> None:
     )
     assert back is not None, f"traffic never settled back on {good}: {samples[-20:]}"
     after_back = [s for s in samples if s[0] > finished and s[1] != 200]
-    codes = {}
-    summary = hey_out.split("Error distribution:")[0]
-    for line in summary.splitlines():
-        line = line.strip()
-        if line.startswith("[") and "responses" in line:
-            code, count = line.split("]")[0][1:], int(line.split()[1])
-            codes[code] = count
+    codes = parse_hey(hey_out)["codes"]
     print(
         f"\n[auto rollback] first bad answer to traffic back on {good}: "
         f"{back - first_bad:.1f} s; prober: {len(errors)} failed of "
