@@ -13,7 +13,6 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-import pytest
 from conftest import (
     EDGE,
     ROOT,
@@ -84,10 +83,6 @@ def test_healthy_release_passes_its_analysis(host: Any) -> None:
     assert not bad
 
 
-@pytest.mark.skip(
-    reason="NOT VERIFIED: in the last run the state file recorded the automatic rollback but "
-    "the prober still saw the bad colour answer through nginx at the end; open in issue 7"
-)
 def test_bad_release_rolls_back_by_itself(host: Any) -> None:
     before = read_state(host)
     good = before["active"]
