@@ -1,10 +1,13 @@
 """Monitoring of the live stack: targets up, every dashboard query has data,
-and the plan's error-rate alert goes off when more than 10 % of API requests fail.
+and the plan's error-rate alert fires when more than 10 % of API requests fail
+and clears when they stop.
 
-The alert waits 5 minutes (`for: 5m`) before it fires; this scenario checks
-that its expression turns true (the alert is pending) on real traffic and
-leaves firing and resolving to the promtool unit tests
-(monitoring/tests/archibald.rules.test.yml), to keep CI within its budget.
+As shipped, the alert waits 5 minutes over a 5-minute rate window. This host
+runs it with 30 s over 1 minute (molecule/default/host_vars, through
+prometheus_alert_overrides) so that firing and clearing fit in the CI budget;
+the test checks that nothing else differs from the shipped rule, and the
+promtool unit tests (monitoring/tests/archibald.rules.test.yml) cover the
+shipped timing.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 import urllib.parse
 from typing import Any
 
+import yaml
 from conftest import ROOT, edge, post_job, read_state, run_playbook, wait_for
 
 PROM = "http://127.0.0.1:9090"
@@ -90,36 +94,90 @@ def test_every_dashboard_query_returns_data(host: Any) -> None:
     assert not empty, "panel queries without data:\n" + "\n".join(empty)
 
 
-def test_error_rate_alert_goes_off_and_rollback_restores(host: Any) -> None:
+def alert_states(host: Any, name: str, color: str) -> list[str]:
+    """States (pending, firing) of an alert for one colour, from Prometheus' alerts API."""
+    alerts = prom(host, "/api/v1/alerts")["alerts"]
+    return [
+        a["state"]
+        for a in alerts
+        if a["labels"].get("alertname") == name and a["labels"].get("color") == color
+    ]
+
+
+def test_error_rate_alert_is_the_shipped_rule_with_shorter_windows(host: Any) -> None:
+    rules = "roles/prometheus/files/rules/archibald.rules.yml"
+    shipped = yaml.safe_load((ROOT / rules).read_text())
+    live = yaml.safe_load(host.file("/etc/prometheus/rules/archibald.rules.yml").content_string)
+
+    def rule(data: Any) -> dict[str, Any]:
+        return next(
+            r for g in data["groups"] for r in g["rules"] if r.get("alert") == "AppHighErrorRate"
+        )
+
+    def words(expr: str) -> str:
+        return " ".join(expr.split())
+
+    assert words(rule(live)["expr"]) == words(rule(shipped)["expr"].replace("[5m]", "[1m]"))
+    assert rule(shipped)["for"] == "5m" and rule(live)["for"] == "30s"
+    assert rule(live)["labels"] == rule(shipped)["labels"]
+
+
+def test_error_rate_alert_fires_and_clears(host: Any) -> None:
     before = read_state(host)
+    # app_force: the analysis test may already have marked bad-errors bad.
     rc, out, _ = run_playbook(
-        "release.yml", "-e", "app_version=bad-errors", "-e", "bluegreen_rollback_window_s=600"
+        "release.yml",
+        "-e",
+        "app_version=bad-errors",
+        "-e",
+        "app_force=true",
+        "-e",
+        "bluegreen_rollback_window_s=600",
     )
     assert rc == 0, out[-3000:]
     bad = read_state(host)["active"]
     stop = threading.Event()
-    worker = threading.Thread(target=traffic, args=(150, stop), daemon=True)
+    worker = threading.Thread(target=traffic, args=(420, stop), daemon=True)
     worker.start()
     started = time.monotonic()
+    rolled_back = False
     try:
-        selector = f'ALERTS{{alertname="AppHighErrorRate", color="{bad}"}}'
-        alert = wait_for("AppHighErrorRate to go off", lambda: instant(host, selector), 120, 3)
+        wait_for(
+            "AppHighErrorRate to fire",
+            lambda: "firing" in alert_states(host, "AppHighErrorRate", bad),
+            180,
+            3,
+        )
+        fired = time.monotonic() - started
         ratio = instant(
             host,
             f'sum(rate(http_requests_total{{job="archibald", color="{bad}", route=~"/api.*",'
-            f' status_code=~"5.."}}[5m])) / sum(rate(http_requests_total{{job="archibald",'
-            f' color="{bad}", route=~"/api.*"}}[5m]))',
+            f' status_code=~"5.."}}[1m])) / sum(rate(http_requests_total{{job="archibald",'
+            f' color="{bad}", route=~"/api.*"}}[1m]))',
         )
-        print(
-            f"\n[alert] AppHighErrorRate {alert[0]['metric']['alertstate']} for colour {bad} "
-            f"{time.monotonic() - started:.0f} s after the bad release; 5xx share "
-            f"{float(ratio[0]['value'][1]):.0%} (threshold 10 %, fires after 5 min)"
+        rc, out, _ = run_playbook("rollback.yml")
+        rolled_back = True
+        assert rc == 0, out[-3000:]
+        back = time.monotonic()
+        wait_for(
+            "AppHighErrorRate to clear",
+            lambda: not alert_states(host, "AppHighErrorRate", bad),
+            180,
+            3,
         )
+        cleared = time.monotonic() - back
+        good_states = alert_states(host, "AppHighErrorRate", before["active"])
     finally:
         stop.set()
         worker.join(10)
-        rc, out, _ = run_playbook("rollback.yml")
-    assert rc == 0, out[-3000:]
+        if not rolled_back:
+            run_playbook("rollback.yml")
+    print(
+        f"\n[alert] AppHighErrorRate fired for colour {bad} {fired:.0f} s after the bad "
+        f"release (5xx share {float(ratio[0]['value'][1]):.0%}, threshold 10 %, for 30 s over "
+        f"1 min here); cleared {cleared:.0f} s after the rollback"
+    )
+    assert not good_states, f"the alert is {good_states} on the healthy colour"
     status, body = edge("/health")
     assert status == 200 and body["color"] == before["active"], body
 
