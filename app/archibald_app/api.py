@@ -2,7 +2,9 @@
 
 Errors: 400 for a malformed request (body not JSON, bad path or query
 parameter), 422 for a well-formed body with an invalid field, 413 for a body
-over APP_MAX_BODY_BYTES, 503 with Retry-After for submissions while draining.
+over APP_MAX_BODY_BYTES, 503 with Retry-After for submissions while draining,
+507 with Retry-After when the job database's disk is full (the job was not
+accepted; nothing accepted before is touched).
 Every error names the bad field in `field`.
 """
 
@@ -13,7 +15,7 @@ import json
 from aiohttp import web
 
 from . import jobs
-from .queue import STATUSES, AsyncJobQueue
+from .queue import STATUSES, AsyncJobQueue, StorageFull
 from .runner import JobRunner
 from .service import STATE, ServiceState, error
 from .service import make_app as make_base_app
@@ -48,7 +50,19 @@ async def submit_job(request: web.Request) -> web.Response:
         kind, params = jobs.validate(body, state.cfg.job_max_s)
     except jobs.ValidationError as exc:
         return error(422, f"{exc.field} {exc.message}", field=exc.field)
-    job_id = await request.app[QUEUE].submit(kind, params)
+    try:
+        job_id = await request.app[QUEUE].submit(kind, params)
+    except StorageFull as exc:
+        state.log.event("submit_rejected", level="error", reason="storage_full", error=str(exc))
+        return web.json_response(
+            {
+                "error": "the job store is full (no space left for the job database): "
+                "this job was not accepted; retry later",
+                "field": None,
+            },
+            status=507,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
     state.metrics.jobs.labels(kind=kind, status="submitted").inc()
     request.app[RUNNER].wake()
     location = f"/api/jobs/{job_id}"

@@ -110,6 +110,18 @@ class Job:
         }
 
 
+class StorageFull(Exception):
+    """The job database could not be written: its disk (or its size limit) is full."""
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """True for SQLite's SQLITE_FULL ("database or disk is full")."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        or "database or disk is full" in str(exc)
+    )
+
+
 class JobQueue:
     """Synchronous access to the jobs table through one connection."""
 
@@ -147,12 +159,17 @@ class JobQueue:
     # --- writes -------------------------------------------------------------------
 
     def submit(self, kind: str, params: dict[str, Any]) -> int:
-        """Queue a job; return its id."""
-        with self._write("insert"):
-            row = self._db.execute(
-                "INSERT INTO jobs (kind, params, created_at) VALUES (?, ?, ?) RETURNING id",
-                (kind, json.dumps(params, separators=(",", ":")), time.time()),
-            ).fetchone()
+        """Queue a job; return its id. Raises StorageFull when the disk is full."""
+        try:
+            with self._write("insert"):
+                row = self._db.execute(
+                    "INSERT INTO jobs (kind, params, created_at) VALUES (?, ?, ?) RETURNING id",
+                    (kind, json.dumps(params, separators=(",", ":")), time.time()),
+                ).fetchone()
+        except sqlite3.OperationalError as exc:
+            if is_storage_full(exc):
+                raise StorageFull(str(exc)) from exc
+            raise
         return int(row[0])
 
     def claim(self, owner: str, lease_s: float, max_attempts: int) -> Job | None:

@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import functools
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import jobs
 from .config import Config
 from .logs import EventLog
 from .metrics import Metrics
-from .queue import AsyncJobQueue, Job
+from .queue import AsyncJobQueue, Job, is_storage_full
 from .workers import Worker, WorkerPool
 
 
@@ -162,14 +163,47 @@ class JobRunner:
             raise
         except Exception as exc:
             broken = True
-            status = await self.queue.fail(job.id, self.instance, str(exc), self.cfg.max_attempts)
+            status = await self._record(
+                job,
+                functools.partial(
+                    self.queue.fail, job.id, self.instance, str(exc), self.cfg.max_attempts
+                ),
+            )
             outcome = {"queued": "retried", "failed": "failed", None: "lost"}[status]
             self._finished(job, outcome, start, error=str(exc))
         else:
-            ok = await self.queue.finish(job.id, self.instance, result)
+            ok = await self._record(
+                job, functools.partial(self.queue.finish, job.id, self.instance, result)
+            )
             self._finished(job, "done" if ok else "lost", start)
         finally:
             self.pool.release(worker, broken=broken)
+
+    async def _record(self, job: Job, write: Callable[[], Awaitable[Any]]) -> Any:
+        """Write a job's outcome; while the disk is full, keep the outcome and retry.
+
+        Giving up would leave the job to run again once its lease expires; the
+        retry ends as soon as space returns (or the drain gives up on this job,
+        which then goes back to the queue).
+        """
+        attempt = 0
+        while True:
+            try:
+                return await write()
+            except Exception as exc:
+                if not is_storage_full(exc):
+                    raise
+                if attempt % 25 == 0:
+                    self.log.event(
+                        "job_record_retry",
+                        level="error",
+                        job_id=job.id,
+                        reason="storage_full",
+                        attempts=attempt + 1,
+                        error=str(exc),
+                    )
+                attempt += 1
+                await asyncio.sleep(self.cfg.poll_interval_s)
 
     def _finished(self, job: Job, outcome: str, start: float, error: str | None = None) -> None:
         duration = time.monotonic() - start
