@@ -1,0 +1,126 @@
+"""What the host exposes, seen from a second machine on the same network, and
+that no secret reaches a playbook's output.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+from conftest import edge, run_playbook
+
+HOST_CONTAINER = "default-deb12"  # molecule.yml's platform
+NETWORK = "archibald-test"
+SCANNER_IMAGE = "archibald/python:12"  # harness/testbed.py builds it
+PUBLIC_PORTS = {22, 80, 443}
+# A stray listener on every address: the firewall, not the bind address, must stop it.
+STRAY_PORT = 8081
+
+SCAN = r"""
+import asyncio, json, ssl, sys
+HOST = sys.argv[1]
+async def probe(port, sem, found):
+    async with sem:
+        try:
+            _, w = await asyncio.wait_for(asyncio.open_connection(HOST, port), 1.0)
+            w.close()
+            found.append(port)
+        except (OSError, asyncio.TimeoutError):
+            pass
+async def scan():
+    sem, found = asyncio.Semaphore(4000), []
+    await asyncio.gather(*(probe(p, sem, found) for p in range(1, 65536)))
+    return sorted(found)
+def tls(version):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the client offer old versions at all
+    ctx.minimum_version = ctx.maximum_version = version
+    try:
+        import socket
+        with socket.create_connection((HOST, 443), 5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                return s.version()
+    except (ssl.SSLError, OSError) as exc:
+        return "refused: " + type(exc).__name__
+V = ssl.TLSVersion
+print(json.dumps({"open": asyncio.run(scan()),
+                  "tls": {v.name: tls(v) for v in (V.TLSv1, V.TLSv1_1, V.TLSv1_2, V.TLSv1_3)}}))
+"""
+
+
+def scan_from_neighbour() -> dict[str, Any]:
+    result = subprocess.run(
+        [
+            *("docker", "run", "--rm", "-i", "--network", NETWORK, SCANNER_IMAGE),
+            *("python3", "-", HOST_CONTAINER),
+        ],
+        input=SCAN,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_only_ssh_http_and_https_answer_from_the_network(host: Any) -> None:
+    host.check_output(
+        f"systemd-run --unit=stray-listener --property=RuntimeMaxSec=300 "
+        f"python3 -m http.server --bind 0.0.0.0 {STRAY_PORT}"
+    )
+    try:
+        assert host.run(f"curl -fsS -o /dev/null http://127.0.0.1:{STRAY_PORT}/").rc == 0, (
+            "the stray listener did not start: the test would prove nothing"
+        )
+        found = scan_from_neighbour()
+    finally:
+        host.run("systemctl stop stray-listener")
+    print(f"\n[exposure] open TCP ports seen from {NETWORK}: {found['open']}; TLS: {found['tls']}")
+    assert set(found["open"]) == PUBLIC_PORTS, found["open"]
+    assert found["tls"]["TLSv1"].startswith("refused")
+    assert found["tls"]["TLSv1_1"].startswith("refused")
+    assert found["tls"]["TLSv1_2"] == "TLSv1.2"
+    assert found["tls"]["TLSv1_3"] == "TLSv1.3"
+
+
+def test_services_listen_on_loopback_only(host: Any) -> None:
+    listeners = host.check_output("ss -Hltn | awk '{print $4}'").split()
+    public = sorted(
+        {a for a in listeners if not a.startswith(("127.", "[::1]", "::1", "[::ffff:127."))}
+    )
+    ports = {int(a.rsplit(":", 1)[1]) for a in public}
+    print(f"\n[exposure] listeners not on loopback: {public}")
+    assert ports <= PUBLIC_PORTS, public
+    loopback = {int(a.rsplit(":", 1)[1]) for a in listeners if a.startswith("127.")}
+    for ports, what in (({9090}, "Prometheus"), ({9100}, "node exporter"), ({8101, 8201}, "app")):
+        assert ports & loopback, f"{what} does not listen on 127.0.0.1 ({ports}): {listeners}"
+
+
+def test_metrics_are_not_served_through_nginx() -> None:
+    codes = {path: edge(path)[0] for path in ("/metrics", "/api/../metrics", "/prometheus/")}
+    print(f"\n[exposure] through nginx: {codes}")
+    assert all(code in (403, 404) for code in codes.values()), codes
+
+
+def test_no_secret_reaches_the_playbook_output() -> None:
+    """A provision run with every secret set to a marker, verbose and with --diff,
+    prints no marker; a second run puts the scenario's own values back."""
+    marker = "S3cret-marker-9b1f2e"
+    secrets = {
+        "grafana_admin_password": marker + "-grafana",
+        "nginx_prometheus_basic_auth_users": [{"name": "ops", "password": marker + "-ui"}],
+    }
+    rc, out, _ = run_playbook("provision.yml", "-e", json.dumps(secrets), "--diff", "-v")
+    restored_rc, restored_out, _ = run_playbook("provision.yml")
+    leaks = [line for line in out.splitlines() if marker in line]
+    print(f"\n[secrets] verbose --diff provision run: {len(leaks)} lines with a secret")
+    assert rc == 0, out[-3000:]
+    assert restored_rc == 0, restored_out[-3000:]
+    assert not leaks, "\n".join(leaks[:10])
+    # The run did write the secrets (else it proves nothing): both tasks changed.
+    for task in ("nginx : Add the Prometheus UI users", "grafana : Render grafana.ini from data"):
+        section = out.split(f"TASK [{task}]", 1)[-1].split("TASK [", 1)[0]
+        assert f"TASK [{task}]" in out and "changed:" in section, f"{task}:\n{section[:500]}"
