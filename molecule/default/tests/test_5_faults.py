@@ -266,7 +266,7 @@ def test_reboot_brings_everything_back(host: Any) -> None:
     state = read_state(host)
     version = "v3" if state["colors"][state["active"]]["version"] != "v3" else "v2"
     rc, out, _ = run_playbook(
-        "release.yml", "-e", f"app_version={version}", "-e", "bluegreen_rollback_window_s=60"
+        "release.yml", "-e", f"app_version={version}", "-e", "bluegreen_rollback_window_s=40"
     )
     assert rc == 0, out[-3000:]
     after = read_state(host)

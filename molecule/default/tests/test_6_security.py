@@ -8,7 +8,7 @@ import json
 import subprocess
 from typing import Any
 
-from conftest import edge, run_playbook
+from conftest import edge, run_playbook, wait_for
 
 HOST_CONTAINER = "default-deb12"  # molecule.yml's platform
 NETWORK = "archibald-test"
@@ -72,8 +72,11 @@ def test_only_ssh_http_and_https_answer_from_the_network(host: Any) -> None:
         f"python3 -m http.server --bind 0.0.0.0 {STRAY_PORT}"
     )
     try:
-        assert host.run(f"curl -fsS -o /dev/null http://127.0.0.1:{STRAY_PORT}/").rc == 0, (
-            "the stray listener did not start: the test would prove nothing"
+        wait_for(
+            f"the stray listener on 0.0.0.0:{STRAY_PORT} (without it the test proves nothing)",
+            lambda: host.run(f"curl -fsS -o /dev/null http://127.0.0.1:{STRAY_PORT}/").rc == 0,
+            30,
+            0.5,
         )
         found = scan_from_neighbour()
     finally:
@@ -107,18 +110,17 @@ def test_metrics_are_not_served_through_nginx() -> None:
 
 def test_no_secret_reaches_the_playbook_output() -> None:
     """A provision run with every secret set to a marker, verbose and with --diff,
-    prints no marker; a second run puts the scenario's own values back."""
+    prints no marker. It leaves those values on the host (a Prometheus UI user
+    among them): this is the scenario's last test, and destroy follows."""
     marker = "S3cret-marker-9b1f2e"
     secrets = {
         "grafana_admin_password": marker + "-grafana",
         "nginx_prometheus_basic_auth_users": [{"name": "ops", "password": marker + "-ui"}],
     }
     rc, out, _ = run_playbook("provision.yml", "-e", json.dumps(secrets), "--diff", "-v")
-    restored_rc, restored_out, _ = run_playbook("provision.yml")
     leaks = [line for line in out.splitlines() if marker in line]
     print(f"\n[secrets] verbose --diff provision run: {len(leaks)} lines with a secret")
     assert rc == 0, out[-3000:]
-    assert restored_rc == 0, restored_out[-3000:]
     assert not leaks, "\n".join(leaks[:10])
     # The run did write the secrets (else it proves nothing): both tasks changed.
     for task in ("nginx : Add the Prometheus UI users", "grafana : Render grafana.ini from data"):
