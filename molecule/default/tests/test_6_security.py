@@ -20,17 +20,18 @@ STRAY_PORT = 8081
 SCAN = r"""
 import asyncio, json, ssl, sys
 HOST = sys.argv[1]
-async def probe(port, sem, found):
+async def probe(port, sem, found, timeout):
     async with sem:
         try:
-            _, w = await asyncio.wait_for(asyncio.open_connection(HOST, port), 1.0)
+            _, w = await asyncio.wait_for(asyncio.open_connection(HOST, port), timeout)
             w.close()
             found.append(port)
         except (OSError, asyncio.TimeoutError):
             pass
-async def scan():
-    sem, found = asyncio.Semaphore(4000), []
-    await asyncio.gather(*(probe(p, sem, found) for p in range(1, 65536)))
+# 3 s covers one lost SYN (Linux retransmits after 1 s) on a busy machine.
+async def scan(ports, timeout=3.0, width=3000):
+    sem, found = asyncio.Semaphore(width), []
+    await asyncio.gather(*(probe(p, sem, found, timeout) for p in ports))
     return sorted(found)
 def tls(version):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -45,7 +46,12 @@ def tls(version):
     except (ssl.SSLError, OSError) as exc:
         return "refused: " + type(exc).__name__
 V = ssl.TLSVersion
-print(json.dumps({"open": asyncio.run(scan()),
+swept = asyncio.run(scan(range(1, 65536)))
+# The public ports once more, one by one: a miss there is a busy scanner, and is
+# reported as such, not as a closed port.
+public = asyncio.run(scan([int(p) for p in sys.argv[2].split(",")], timeout=10, width=1))
+print(json.dumps({"open": sorted(set(swept) | set(public)),
+                  "missed_by_sweep": sorted(set(public) - set(swept)),
                   "tls": {v.name: tls(v) for v in (V.TLSv1, V.TLSv1_1, V.TLSv1_2, V.TLSv1_3)}}))
 """
 
@@ -54,7 +60,7 @@ def scan_from_neighbour() -> dict[str, Any]:
     result = subprocess.run(
         [
             *("docker", "run", "--rm", "-i", "--network", NETWORK, SCANNER_IMAGE),
-            *("python3", "-", HOST_CONTAINER),
+            *("python3", "-", HOST_CONTAINER, ",".join(map(str, sorted(PUBLIC_PORTS)))),
         ],
         input=SCAN,
         capture_output=True,
@@ -81,7 +87,11 @@ def test_only_ssh_http_and_https_answer_from_the_network(host: Any) -> None:
         found = scan_from_neighbour()
     finally:
         host.run("systemctl stop stray-listener")
-    print(f"\n[exposure] open TCP ports seen from {NETWORK}: {found['open']}; TLS: {found['tls']}")
+    print(
+        f"\n[exposure] open TCP ports seen from {NETWORK}: {found['open']} (public ports the "
+        f"full sweep missed and a single probe found: {found['missed_by_sweep']}); "
+        f"TLS: {found['tls']}"
+    )
     assert set(found["open"]) == PUBLIC_PORTS, found["open"]
     assert found["tls"]["TLSv1"].startswith("refused")
     assert found["tls"]["TLSv1_1"].startswith("refused")
