@@ -17,6 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 EDGE = "https://127.0.0.1:18443"
+# The scenario's platform (molecule.yml), as the outer Docker names it.
+HOST_CONTAINER = "default-deb12"
 STATE_DIR = "/var/lib/archibald/archibald"
 STATE = f"{STATE_DIR}/state.json"
 LOCK = f"{STATE_DIR}/release.lock"
@@ -74,6 +76,13 @@ def edge(path: str = "/health", timeout: float = 5.0) -> tuple[int, dict[str, An
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
         return exc.code, {}
+
+
+def serving() -> tuple[str, str]:
+    """(colour, version) that answers /health through nginx."""
+    status, body = edge("/health")
+    assert status == 200, f"nginx does not answer /health: {status}"
+    return str(body["color"]), str(body["version"])
 
 
 def post_job(seconds: float = 0.3, kind: str = "sleep") -> tuple[int, str | None]:

@@ -12,19 +12,13 @@ from conftest import (
     ROOT,
     STATE,
     STATE_DIR,
-    edge,
     playbook_cmd,
     playbook_env,
     read_state,
     run_playbook,
+    serving,
     wait_for,
 )
-
-
-def serving() -> tuple[str, str]:
-    status, body = edge("/health")
-    assert status == 200, f"nginx does not answer /health: {status}"
-    return str(body["color"]), str(body["version"])
 
 
 @pytest.mark.parametrize(

@@ -12,19 +12,18 @@ import threading
 import time
 from typing import Any
 
-import pytest
 from conftest import (
     EDGE,
+    HOST_CONTAINER,
     STATE_DIR,
     edge,
     parse_hey,
     post_job,
     read_state,
     run_playbook,
+    serving,
     wait_for,
 )
-
-HOST_CONTAINER = "default-deb12"  # molecule.yml's platform
 
 
 def hey(seconds: int, rate_per_worker: int = 25, workers: int = 4) -> subprocess.Popen[str]:
@@ -38,12 +37,6 @@ def hey(seconds: int, rate_per_worker: int = 25, workers: int = 4) -> subprocess
         stderr=subprocess.STDOUT,
         text=True,
     )
-
-
-def serving() -> tuple[str, str]:
-    status, body = edge("/health")
-    assert status == 200, f"nginx answered /health with {status}"
-    return body["color"], body["version"]
 
 
 def job_runs(job_ids: list[str]) -> dict[str, Any]:
@@ -328,9 +321,3 @@ def prometheus_up(host: Any) -> str | None:
     series = json.loads(result.stdout)["data"]["result"]
     up = {s["metric"]["job"] for s in series if s["value"][1] == "1"}
     return ", ".join(sorted(up)) if {"prometheus", "node"} <= up else None
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_fault_container(host: Any) -> Any:
-    yield
-    host.run("docker rm -f archibald-diskfull-test")

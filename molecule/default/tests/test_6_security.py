@@ -8,9 +8,8 @@ import json
 import subprocess
 from typing import Any
 
-from conftest import edge, run_playbook, wait_for
+from conftest import HOST_CONTAINER, edge, run_playbook, wait_for
 
-HOST_CONTAINER = "default-deb12"  # molecule.yml's platform
 NETWORK = "archibald-test"
 SCANNER_IMAGE = "archibald/python:12"  # harness/testbed.py builds it
 PUBLIC_PORTS = {22, 80, 443}
