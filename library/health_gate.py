@@ -125,15 +125,13 @@ would_check:
 """
 
 import json
-import ssl
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.bluegreen import fetch
 
 BODY_EXCERPT = 300
 
@@ -154,31 +152,6 @@ class GateResult:
     elapsed: float
     consecutive_ok: int
     last_answers: list[Answer]
-
-
-def fetch(
-    url: str,
-    request_timeout: float,
-    headers: Mapping[str, str] | None = None,
-    validate_certs: bool = True,
-) -> tuple[int | None, str, str | None]:
-    """GET a URL; return (status, body, transport error). HTTP errors are answers too."""
-    request = urllib.request.Request(url, headers=dict(headers or {}), method="GET")
-    context = None
-    if url.lower().startswith("https:") and not validate_certs:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(request, timeout=request_timeout, context=context) as reply:
-            return reply.status, reply.read(64 * 1024).decode("utf-8", "replace"), None
-    except urllib.error.HTTPError as exc:
-        body = exc.read(64 * 1024).decode("utf-8", "replace") if exc.fp else ""
-        return exc.code, body, None
-    except urllib.error.URLError as exc:
-        return None, "", f"no answer: {exc.reason}"
-    except (TimeoutError, OSError) as exc:
-        return None, "", f"no answer: {exc or type(exc).__name__}"
 
 
 def _lookup(document: Any, dotted: str) -> tuple[bool, Any]:

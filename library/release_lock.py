@@ -6,39 +6,47 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: release_lock
-short_description: take or release a per-application release lock on the host
+short_description: take, refresh or give back an application's fenced release lock on the host
 description:
-  - Makes sure only one release of an application runs at a time. The lock is a small JSON file
-    with the keys C(owner), C(acquired_at) and C(expires_at) (ISO 8601, UTC); it names its holder
-    and expires after O(ttl) seconds, so a release killed halfway does not block the next one for
-    ever.
-  - O(state=present) takes the lock. A lock held by another owner is refused with its holder and
-    expiry; the same owner taking it again refreshes the expiry; an expired lock is taken over and
-    RV(took_over_from) names the previous holder.
-  - O(state=absent) releases the lock only when O(owner) holds it (or it has expired, or
-    O(force=true)); otherwise it fails naming the holder.
-  - Changes are serialised with C(flock) on the lock's directory and written with an atomic
-    rename, so two releases started at the same moment cannot both get the lock.
+  - Makes sure only one release, rollback, repair or retirement of an application changes the
+    host at a time. The lock is C(release.lock) in O(dir), a JSON file with C(owner), C(token),
+    C(acquired_at) and C(expires_at) (UTC).
+  - O(state=present) without O(token) takes a free or expired lock and returns a new RV(token);
+    a lock held by someone else is waited for up to O(wait) seconds and then refused, naming its
+    holder. With O(token) it refreshes the lock this run holds (a heartbeat) and fails when the
+    lock expired or was taken over, so the run stops before its next write.
+  - O(state=absent) gives the lock back when O(token) holds it; a lock that was taken over in
+    the meantime is left to its new holder.
+  - Every change holds C(flock) on the directory and is written durably; the file format and the
+    decisions live in C(module_utils/bluegreen.py), which the state and switch modules use to
+    check the token before they write.
 options:
-  path:
-    description: Lock file. Its directory must exist.
+  dir:
+    description: The app's directory (it must exist).
     type: path
     required: true
   owner:
-    description: Who holds the lock, for example V(alice@laptop) or V(CI run 1234).
+    description: Who takes the lock, for example V(alice@laptop, run 20250101T1200Z-42).
     type: str
-    required: true
   state:
-    description: V(present) takes the lock, V(absent) releases it.
+    description: V(present) takes or refreshes the lock, V(absent) gives it back.
     type: str
     choices: [present, absent]
     default: present
+  token:
+    description: The token this run got when it took the lock (refresh and give back).
+    type: str
+    no_log: false
   ttl:
-    description: Seconds after which the lock expires and may be taken over.
+    description: Seconds from now after which the lock expires and may be taken over.
     type: int
-    default: 900
+    default: 300
+  wait:
+    description: Seconds to wait for a lock held by someone else before refusing.
+    type: int
+    default: 0
   force:
-    description: Take or release the lock even when another owner holds it.
+    description: Take over a lock that someone else holds and that has not expired.
     type: bool
     default: false
 attributes:
@@ -48,8 +56,9 @@ attributes:
   diff_mode:
     support: none
 notes:
-  - RV(changed) is true whenever the lock file is written or removed, including a refresh by the
-    same owner.
+  - The lock is transient. Taking, refreshing and giving back one's own lock leaves the host as
+    it was, so RV(changed) is false for them and a no-op release reports C(changed=0). Taking
+    over or removing someone else's lock reports RV(changed).
 author:
   - archibald-ops
 """
@@ -57,264 +66,149 @@ author:
 EXAMPLES = r"""
 - name: Take the release lock
   release_lock:
-    path: /var/lib/archibald/archibald/release.lock
-    owner: "{{ lookup('env', 'USER') }}@{{ inventory_hostname }} {{ ci_run | default('') }}"
-    ttl: 900
+    dir: /var/lib/archibald/archibald
+    owner: "{{ release_owner }}"
+    ttl: 300
+  register: release_lock
 
-- name: Release the release lock
+- name: Refresh the lock before the next step
   release_lock:
-    path: /var/lib/archibald/archibald/release.lock
-    owner: "{{ lookup('env', 'USER') }}@{{ inventory_hostname }} {{ ci_run | default('') }}"
+    dir: /var/lib/archibald/archibald
+    token: "{{ release_lock.token }}"
+    ttl: 300
+
+- name: Give the lock back
+  release_lock:
+    dir: /var/lib/archibald/archibald
+    token: "{{ release_lock.token }}"
     state: absent
 """
 
 RETURN = r"""
-lock_path:
-  description: The lock file (not C(path), which Ansible would decorate with file attributes).
-  returned: always
-  type: str
 action:
   description: What was done, one of C(created), C(refreshed), C(took_over), C(released), C(none).
   returned: always
   type: str
-held:
-  description: Whether O(owner) holds the lock after the task.
+token:
+  description: The lock's token after the task (null when given back).
   returned: always
-  type: bool
+  type: str
 lock:
   description: Content of the lock file after the task (null when there is none).
   returned: always
   type: dict
-  sample: {"owner": "ci run 42", "acquired_at": "2025-01-01T12:00:00Z",
-           "expires_at": "2025-01-01T12:15:00Z"}
 took_over_from:
-  description:
-    - The previous content of a lock held by someone else that was taken over (expired or
-      O(force=true)) or released on their behalf; null otherwise.
+  description: The lock of someone else that was taken over or removed; null otherwise.
   returned: always
   type: dict
+waited:
+  description: Seconds spent waiting for another holder.
+  returned: always
+  type: float
 """
 
-import fcntl
-import json
 import os
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-
-
-class LockError(Exception):
-    """A refusal or a problem a person has to act on; the message says what to do."""
-
-
-@dataclass
-class Outcome:
-    action: str  # created | refreshed | took_over | released | none
-    held: bool
-    lock: dict[str, Any] | None
-    took_over_from: dict[str, Any] | None = None
-    changed: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.changed = self.action != "none"
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso(text: Any) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def parse_lock(text: str) -> dict[str, Any] | None:
-    """Parse lock file content; None when empty. Unreadable content gives {"unreadable": why}."""
-    if not text.strip():
-        return None
-    try:
-        content = json.loads(text)
-    except ValueError as exc:
-        return {"unreadable": f"not JSON: {exc}"}
-    if not isinstance(content, dict) or not isinstance(content.get("owner"), str):
-        return {"unreadable": f"no owner recorded in {text[:200]!r}"}
-    if parse_iso(content.get("expires_at")) is None:
-        return {"unreadable": f"no valid expires_at in {text[:200]!r}", "owner": content["owner"]}
-    return content
-
-
-def is_expired(lock: dict[str, Any], now: datetime) -> bool:
-    expires = parse_iso(lock.get("expires_at"))
-    return expires is not None and expires <= now
-
-
-def describe(path: str, lock: dict[str, Any]) -> str:
-    if "unreadable" in lock:
-        return f"release lock {path} exists but cannot be read ({lock['unreadable']})"
-    return (
-        f"release lock {path} is held by {lock['owner']} since {lock.get('acquired_at')} "
-        f"(expires {lock.get('expires_at')})"
-    )
-
-
-def plan_acquire(
-    path: str, current: dict[str, Any] | None, owner: str, ttl: int, force: bool, now: datetime
-) -> Outcome:
-    """Decide how to take the lock; raise LockError when another owner holds it."""
-    fresh = {
-        "owner": owner,
-        "acquired_at": iso(now),
-        "expires_at": iso(now + timedelta(seconds=ttl)),
-    }
-    if current is None:
-        return Outcome("created", True, fresh)
-    if "unreadable" not in current and current["owner"] == owner:
-        fresh["acquired_at"] = current.get("acquired_at") or fresh["acquired_at"]
-        return Outcome("refreshed", True, fresh)
-    if force or ("unreadable" not in current and is_expired(current, now)):
-        return Outcome("took_over", True, fresh, took_over_from=current)
-    raise LockError(
-        f"{describe(path, current)}; wait for that release to finish or the lock to expire, or, "
-        f"if the holder is gone, remove it (rm {path}, or run release_lock with force: true)"
-    )
-
-
-def plan_release(
-    path: str, current: dict[str, Any] | None, owner: str, force: bool, now: datetime
-) -> Outcome:
-    """Decide how to release the lock; raise LockError when another owner holds it."""
-    if current is None:
-        return Outcome("none", False, None)
-    mine = "unreadable" not in current and current["owner"] == owner
-    if mine or force or ("unreadable" not in current and is_expired(current, now)):
-        return Outcome("released", False, None, took_over_from=None if mine else current)
-    raise LockError(
-        f"cannot release: {describe(path, current)}, not by {owner}; leave it to its holder, or, "
-        f"if the holder is gone, run release_lock with force: true"
-    )
-
-
-def read_lock_file(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return parse_lock(handle.read())
-    except FileNotFoundError:
-        return None
-
-
-@contextmanager
-def directory_lock(path: str) -> Iterator[None]:
-    """Serialise lock changes with flock on the lock file's directory."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise LockError(
-            f"directory {directory} for release lock {path} does not exist; create it first"
-        )
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def write_json_atomically(
-    path: str, content: dict[str, Any], move: Callable[[str, str], None]
-) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".release-lock-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(content, handle, sort_keys=True)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)
-        move(tmp, path)
-        os.chmod(path, 0o644)  # atomic_move keeps the old mode or applies the umask
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+from ansible.module_utils.bluegreen import (
+    LOCK_FILE,
+    BlueGreenError,
+    LockError,
+    LockLost,
+    directory_lock,
+    parse_lock,
+    plan_acquire,
+    plan_release,
+    read_text,
+    write_json_durably,
+)
 
 
 def run(
-    path: str,
-    owner: str,
-    state: str,
-    ttl: int,
-    force: bool,
+    params: Mapping[str, Any],
     check_mode: bool,
-    now: datetime,
+    now: Callable[[], datetime],
+    sleep: Callable[[float], None] = time.sleep,
     move: Callable[[str, str], None] = os.replace,
-) -> Outcome:
-    """Take or release the lock at ``path``; the pure decisions are plan_acquire/plan_release."""
-    if not owner.strip():
-        raise LockError("owner must name who takes the lock (user@host or the CI run), got ''")
-    if ttl < 1:
-        raise LockError(f"ttl must be at least 1 second, got {ttl}")
-    with directory_lock(path):
-        current = read_lock_file(path)
-        if state == "present":
-            outcome = plan_acquire(path, current, owner, ttl, force, now)
-            if not check_mode and outcome.lock is not None:
-                write_json_atomically(path, outcome.lock, move)
-        else:
-            outcome = plan_release(path, current, owner, force, now)
-            if not check_mode and outcome.action == "released":
-                os.unlink(path)
-    return outcome
+) -> dict[str, Any]:
+    """Take, refresh or give back the lock; waiting polls once a second up to ``wait``."""
+    path = os.path.join(params["dir"], LOCK_FILE)
+    token = params.get("token")
+    if params["state"] == "present" and not token and not (params.get("owner") or "").strip():
+        raise BlueGreenError("owner must name who takes the lock (user@host or the CI run)")
+    if params["ttl"] < 1:
+        raise BlueGreenError(f"ttl must be at least 1 second, got {params['ttl']}")
+    waited = 0.0
+    while True:
+        try:
+            with directory_lock(params["dir"]):
+                current = parse_lock(read_text(path))
+                if params["state"] == "absent":
+                    action, gone = plan_release(path, current, token, params["force"], now())
+                    if action == "released" and not check_mode:
+                        os.unlink(path)
+                    return {
+                        "action": action,
+                        "token": None,
+                        "lock": None,
+                        "took_over_from": gone,
+                        "waited": waited,
+                    }
+                action, lock, gone = plan_acquire(
+                    path,
+                    current,
+                    params.get("owner") or "",
+                    params["ttl"],
+                    now(),
+                    token,
+                    params["force"],
+                )
+                if not check_mode:
+                    write_json_durably(path, lock, move)
+                return {
+                    "action": action,
+                    "token": lock["token"],
+                    "lock": lock,
+                    "took_over_from": gone,
+                    "waited": waited,
+                }
+        except LockLost:
+            raise
+        except LockError:
+            if waited >= params["wait"]:
+                raise
+        sleep(1.0)
+        waited += 1.0
 
 
 ARGUMENT_SPEC: dict[str, Any] = {
-    "path": {"type": "path", "required": True},
-    "owner": {"type": "str", "required": True},
+    "dir": {"type": "path", "required": True},
+    "owner": {"type": "str"},
     "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-    "ttl": {"type": "int", "default": 900},
+    "token": {"type": "str", "no_log": False},
+    "ttl": {"type": "int", "default": 300},
+    "wait": {"type": "int", "default": 0},
     "force": {"type": "bool", "default": False},
 }
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
-        supports_check_mode=True,
-    )
-    p = module.params
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
 
     def move(src: str, dest: str) -> None:
         module.atomic_move(src, dest)
 
     try:
-        outcome = run(
-            p["path"],
-            p["owner"],
-            p["state"],
-            p["ttl"],
-            p["force"],
-            module.check_mode,
-            datetime.now(UTC),
-            move,
-        )
-    except LockError as exc:
-        module.fail_json(msg=str(exc), lock_path=p["path"])
+        result = run(module.params, module.check_mode, lambda: datetime.now(UTC), move=move)
+    except BlueGreenError as exc:
+        module.fail_json(msg=str(exc), lock_dir=module.params["dir"])
     except OSError as exc:
-        module.fail_json(msg=f"release lock {p['path']}: {exc}", lock_path=p["path"])
-    module.exit_json(
-        changed=outcome.changed,
-        lock_path=p["path"],
-        action=outcome.action,
-        held=outcome.held,
-        lock=outcome.lock,
-        took_over_from=outcome.took_over_from,
-    )
+        module.fail_json(msg=f"release lock in {module.params['dir']}: {exc}")
+    module.exit_json(changed=result["took_over_from"] is not None, **result)
 
 
 if __name__ == "__main__":

@@ -33,3 +33,15 @@ def test_argument_specs_match_defaults(role: Path) -> None:
             f"{role.name}: {name} defaults to {value!r} but argument_specs says "
             f"{spec.get('default')!r}"
         )
+
+
+@pytest.mark.parametrize("role", ROLES, ids=[r.name for r in ROLES])
+def test_every_entry_point_has_its_task_file_and_the_main_options(role: Path) -> None:
+    specs = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]
+    for entry, spec in specs.items():
+        assert (role / "tasks" / f"{entry}.yml").is_file(), (
+            f"{role.name}: entry point {entry} has no tasks/{entry}.yml"
+        )
+        assert spec["options"] == specs["main"]["options"], (
+            f"{role.name}: entry point {entry} documents other options than main"
+        )

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 import yaml
 
-MODULES = ["bluegreen_state", "health_gate", "prometheus_gate", "release_lock"]
+MODULES = [
+    "bluegreen_facts",
+    "bluegreen_state",
+    "bluegreen_switch",
+    "health_gate",
+    "prometheus_gate",
+    "release_lock",
+]
 COMPARED = ("type", "elements", "default", "choices", "required", "aliases")
 
 

@@ -1,0 +1,240 @@
+#!/usr/bin/python
+# Copyright: the archibald-ops authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: bluegreen_facts
+short_description: observe a blue/green host, report drift and plan a release, rollback or repair
+description:
+  - Reads what the host really has, and changes nothing. The record (C(state.json)), the release
+    lock, the retirement deadlines and the upstream file from the app's directory and nginx's
+    configuration; the colour and version nginx answers with on the health path (through the
+    edge, as a user reaches it); and the containers of each colour (their C(docker inspect)
+    documents, passed in O(containers) from C(community.docker.docker_container_info)).
+  - Reports drift in words, where these disagree (for example nginx serving a colour that the
+    record does not name as active, an upstream file that nginx has not loaded, containers
+    running while the record is empty, a version or image that differs from the record).
+  - Plans what O(request) asks for from those facts, with one vocabulary for a release, a
+    rollback and a repair (RV(plan)). On drift a release or rollback is planned as C(refuse), with
+    the repair to run.
+  - The planning, the drift rules and the file formats live in C(module_utils/bluegreen.py), the
+    one owner of the host's record.
+options:
+  dir:
+    description: The app's directory holding C(state.json), C(release.lock) and the deadlines.
+    type: path
+    required: true
+  app:
+    description: Application name.
+    type: str
+    required: true
+  colors:
+    description: The two colour names.
+    type: list
+    elements: str
+    default: [blue, green]
+  services:
+    description: The services every colour runs.
+    type: list
+    elements: str
+    required: true
+  upstreams_file:
+    description: The upstream file that nginx includes and a switch rewrites.
+    type: path
+    required: true
+  edge_url:
+    description: Base URL of the edge (nginx), for example V(https://127.0.0.1).
+    type: str
+    required: true
+  edge_host:
+    description: Host header sent to the edge.
+    type: str
+  edge_validate_certs:
+    description: Verify the edge's TLS certificate.
+    type: bool
+    default: true
+  health_path:
+    description: Path that answers JSON with C(color) and C(version).
+    type: str
+    default: /health
+  request_timeout:
+    description: Seconds the edge may take to answer.
+    type: float
+    default: 5
+  containers:
+    description: C(docker inspect) documents of the app's containers (any colour).
+    type: list
+    elements: dict
+    default: []
+  request:
+    description:
+      - What to plan. C(action) is V(release), V(rollback), V(repair) or V(none); a release names
+        C(version) and may name C(digest), C(image_id) (of the pulled image) and C(config) (the
+        hash of the wanted container configuration); C(force) allows a version marked bad.
+    type: dict
+    default: {action: none}
+attributes:
+  check_mode:
+    support: full
+    description: Reads only; the same in check mode.
+  diff_mode:
+    support: none
+author:
+  - archibald-ops
+"""
+
+EXAMPLES = r"""
+- name: Observe the host and plan the release
+  bluegreen_facts:
+    dir: /var/lib/archibald/archibald
+    app: archibald
+    services: [backend, frontend]
+    upstreams_file: /etc/nginx/archibald/upstreams.conf
+    edge_url: https://127.0.0.1
+    edge_host: formicanera.com
+    containers: "{{ container_info.results | selectattr('exists') | map(attribute='container') }}"
+    request:
+      action: release
+      version: "{{ app_version }}"
+  register: bluegreen_facts
+"""
+
+RETURN = r"""
+state:
+  description: The record, completed to the current schema (empty when there is none).
+  returned: always
+  type: dict
+state_exists:
+  description: Whether C(state.json) exists and is not empty.
+  returned: always
+  type: bool
+lock:
+  description: The release lock's content (null when free), with C(expired).
+  returned: always
+  type: dict
+upstream:
+  description: What the upstream file says it points at (null when no release wrote it).
+  returned: always
+  type: dict
+edge:
+  description: nginx's answer on the health path, C(status), C(color), C(version), C(error).
+  returned: always
+  type: dict
+colors:
+  description: Per colour, its containers by service and whether they all run.
+  returned: always
+  type: dict
+retire:
+  description: Per colour, the retirement deadline (epoch seconds) or null.
+  returned: always
+  type: dict
+drift:
+  description: Every disagreement found, as sentences; empty when the host matches its record.
+  returned: always
+  type: list
+  elements: str
+plan:
+  description: What to do, C(kind) (release, rollback, repair, noop, refuse), C(why),
+    C(from_color), C(from_version), C(to_color), C(to_version), C(to_digest), C(to_image_id).
+  returned: always
+  type: dict
+"""
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.bluegreen import (
+    BlueGreenError,
+    check_colors,
+    colors_of,
+    drift,
+    edge_answer,
+    fetch,
+    is_expired,
+    load_state,
+    parse_lock,
+    parse_marker,
+    paths,
+    plan,
+    read_text,
+    summarize_container,
+)
+
+
+def read_deadline(path: str) -> float | None:
+    text = read_text(path)
+    if text is None:
+        return None
+    try:
+        return float(json.loads(text)["deadline"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def observe(params: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """Everything the module returns; the only I/O is reading files and one GET."""
+    colors = check_colors(params["colors"])
+    files = paths(params["dir"], colors)
+    text = read_text(files["state"])
+    state = load_state(text, files["state"], params["app"], colors)
+    lock = parse_lock(read_text(files["lock"]))
+    if lock is not None:
+        lock["expired"] = "unreadable" not in lock and is_expired(lock, now)
+    upstream = parse_marker(read_text(params["upstreams_file"]))
+    headers = {"Host": params["edge_host"]} if params.get("edge_host") else {}
+    edge = edge_answer(
+        *fetch(
+            params["edge_url"].rstrip("/") + params["health_path"],
+            params["request_timeout"],
+            headers,
+            params["edge_validate_certs"],
+        )
+    )
+    containers = [summarize_container(c) for c in params["containers"] or []]
+    per_color = colors_of(containers, colors, list(params["services"]))
+    found = drift(state, upstream, edge, per_color)
+    request = dict(params["request"] or {"action": "none"})
+    return {
+        "state": state,
+        "state_exists": bool(text and text.strip()),
+        "lock": lock,
+        "upstream": upstream,
+        "edge": edge,
+        "colors": per_color,
+        "retire": {c: read_deadline(files["retire"][c]) for c in colors},
+        "drift": found,
+        "plan": plan(state, found, per_color, request, colors),
+    }
+
+
+ARGUMENT_SPEC: dict[str, Any] = {
+    "dir": {"type": "path", "required": True},
+    "app": {"type": "str", "required": True},
+    "colors": {"type": "list", "elements": "str", "default": ["blue", "green"]},
+    "services": {"type": "list", "elements": "str", "required": True},
+    "upstreams_file": {"type": "path", "required": True},
+    "edge_url": {"type": "str", "required": True},
+    "edge_host": {"type": "str"},
+    "edge_validate_certs": {"type": "bool", "default": True},
+    "health_path": {"type": "str", "default": "/health"},
+    "request_timeout": {"type": "float", "default": 5},
+    "containers": {"type": "list", "elements": "dict", "default": []},
+    "request": {"type": "dict", "default": {"action": "none"}},
+}
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    try:
+        result = observe(module.params, datetime.now(UTC))
+    except BlueGreenError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+#!/usr/bin/python
+# Copyright: the archibald-ops authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: bluegreen_switch
+short_description: point nginx at one colour under the fenced release lock
+description:
+  - Writes nginx's upstream file for one colour, tests the whole configuration and reloads nginx
+    gracefully, in one step. The file never stays written without the reload that loads it; a
+    reload by anyone else (for example certbot's hook) would otherwise move traffic to a colour
+    that was never verified.
+  - Holds the app directory's flock and checks that O(token) still holds the release lock before
+    it writes anything.
+  - When the test fails, the previous file is put back and nginx is not reloaded, so traffic keeps
+    flowing where it went; the module fails with nginx's own message.
+  - The file's first line names the colour, version and digest it points at; the
+    C(bluegreen_facts) module reads it to find drift.
+options:
+  dir:
+    description: The app's directory (holds the release lock).
+    type: path
+    required: true
+  token:
+    description: The release lock's token.
+    type: str
+    required: true
+    no_log: false
+  upstreams_file:
+    description: The file nginx includes.
+    type: path
+    required: true
+  content:
+    description: The upstream blocks for O(color) (the marker line is added by the module).
+    type: str
+    required: true
+  color:
+    description: The colour the file points at.
+    type: str
+    required: true
+  version:
+    description: The version that colour runs.
+    type: str
+    required: true
+  digest:
+    description: The image digest that colour runs.
+    type: str
+  reload:
+    description: Reload even when the file is already as wanted (a repair after an interrupted
+      switch, where the file was written but never loaded).
+    type: bool
+    default: false
+  test_command:
+    description: Command that tests the whole configuration.
+    type: list
+    elements: str
+    default: [nginx, -t]
+  reload_command:
+    description: Command that reloads nginx gracefully.
+    type: list
+    elements: str
+    default: [systemctl, reload, nginx]
+attributes:
+  check_mode:
+    support: full
+    description: Reports whether the file would change; nothing is written or reloaded.
+  diff_mode:
+    support: full
+    description: The file before and after.
+author:
+  - archibald-ops
+"""
+
+EXAMPLES = r"""
+- name: Switch nginx to green
+  bluegreen_switch:
+    dir: /var/lib/archibald/archibald
+    token: "{{ release_lock.token }}"
+    upstreams_file: /etc/nginx/archibald/upstreams.conf
+    content: "{{ lookup('ansible.builtin.template', 'upstreams.conf.j2') }}"
+    color: green
+    version: v2
+"""
+
+RETURN = r"""
+reloaded:
+  description: Whether nginx was reloaded.
+  returned: always
+  type: bool
+"""
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.bluegreen import (
+    BlueGreenError,
+    fenced,
+    read_text,
+    render_marker,
+    write_durably,
+)
+
+Runner = Callable[[list[str]], tuple[int, str, str]]
+
+
+def run(
+    params: Mapping[str, Any],
+    now: Callable[[], datetime],
+    command: Runner,
+    check_mode: bool,
+    move: Callable[[str, str], None],
+) -> dict[str, Any]:
+    path = params["upstreams_file"]
+    wanted = (
+        render_marker(params["color"], params["version"], params.get("digest"))
+        + "\n"
+        + params["content"].rstrip("\n")
+        + "\n"
+    )
+    with fenced(params["dir"], params["token"], now):
+        before = read_text(path)
+        changed = before != wanted
+        diff = {
+            "before": before or "",
+            "after": wanted,
+            "before_header": path,
+            "after_header": path,
+        }
+        if check_mode or not (changed or params["reload"]):
+            return {"changed": changed, "reloaded": False, "diff": diff}
+        if changed:
+            write_durably(path, wanted, move=move)
+        rc, out, err = command(list(params["test_command"]))
+        if rc != 0:
+            if changed and before is not None:
+                write_durably(path, before, move=move)
+            raise BlueGreenError(
+                f"nginx refused the switch to {params['color']} ({params['version']}): "
+                f"{(err or out).strip()}. The previous upstream file was put back and nginx was "
+                f"not reloaded, so traffic still goes where it went. Fix the configuration "
+                f"(`nginx -t` on the host) and rerun"
+            )
+        rc, out, err = command(list(params["reload_command"]))
+        if rc != 0:
+            if changed and before is not None:
+                write_durably(path, before, move=move)
+            raise BlueGreenError(
+                f"nginx did not reload: {(err or out).strip()}. The previous upstream file was "
+                f"put back; check `systemctl status nginx` on the host"
+            )
+    return {"changed": True, "reloaded": True, "diff": diff}
+
+
+ARGUMENT_SPEC: dict[str, Any] = {
+    "dir": {"type": "path", "required": True},
+    "token": {"type": "str", "required": True, "no_log": False},
+    "upstreams_file": {"type": "path", "required": True},
+    "content": {"type": "str", "required": True},
+    "color": {"type": "str", "required": True},
+    "version": {"type": "str", "required": True},
+    "digest": {"type": "str"},
+    "reload": {"type": "bool", "default": False},
+    "test_command": {"type": "list", "elements": "str", "default": ["nginx", "-t"]},
+    "reload_command": {
+        "type": "list",
+        "elements": "str",
+        "default": ["systemctl", "reload", "nginx"],
+    },
+}
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+
+    def command(argv: list[str]) -> tuple[int, str, str]:
+        rc, out, err = module.run_command(argv)
+        return rc, out, err
+
+    def move(src: str, dest: str) -> None:
+        module.atomic_move(src, dest)
+
+    try:
+        result = run(module.params, lambda: datetime.now(UTC), command, module.check_mode, move)
+    except BlueGreenError as exc:
+        module.fail_json(msg=str(exc))
+    except OSError as exc:
+        module.fail_json(msg=f"cannot write {module.params['upstreams_file']}: {exc}")
+    if not module._diff:
+        result.pop("diff")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,773 @@
+# Copyright: the archibald-ops authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one owner of a blue/green host's record: files, state, lock, drift and plan.
+
+Everything that reads or writes the host-side record of a release goes
+through this file: the modules (``bluegreen_facts``, ``bluegreen_state``,
+``bluegreen_switch``, ``release_lock``), the retirement script that the role
+installs on the host next to a copy of this file, and the tests. It uses the
+Python standard library only, so that it runs on the host without Ansible.
+
+Layout of one app's directory (``<state_dir>/<app>/``)::
+
+    state.json          the record: active colour, per colour what was started, bad versions,
+                        history (schema below)
+    release.lock        who may change anything now (owner, token, expiry)
+    retire-<colour>.json  when the host's timer stops a colour whose rollback window is over
+
+Every function here is pure or takes its clock and its file move as arguments,
+so the unit tests drive them directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import os
+import secrets
+import ssl
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+SCHEMA_VERSION = 2
+STATE_FILE = "state.json"
+LOCK_FILE = "release.lock"
+NOT_TOUCHED = "traffic was not touched"
+# A colour's record: what the release started there and checked.
+COLOR_KEYS = ("version", "digest", "image_id", "config", "started_at")
+EVENTS = ("switch", "rollback", "auto_rollback", "repair", "mark_bad", "clear_bad")
+# The first line of the upstream file names what it points at; nginx ignores it.
+UPSTREAM_MARKER = "# bluegreen-active: "
+LABEL = "org.archibald."
+REPAIR_HINT = (
+    "Repair: `ansible-playbook playbooks/repair.yml -i <inventory>` adopts what nginx really "
+    "serves after verifying it through nginx (no traffic moves), then rerun"
+)
+
+
+class BlueGreenError(Exception):
+    """A problem a person has to act on; the message says what is wrong and what to do."""
+
+
+class StateError(BlueGreenError):
+    """The state file cannot be used as it is."""
+
+
+class LockError(BlueGreenError):
+    """The release lock is held by someone else, or cannot be used."""
+
+
+class LockLost(LockError):
+    """This run's lock expired or was taken over: it must stop before its next write."""
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def paths(directory: str, colors: Sequence[str]) -> dict[str, Any]:
+    """Every file of one app's directory, by role."""
+    return {
+        "dir": directory,
+        "state": os.path.join(directory, STATE_FILE),
+        "lock": os.path.join(directory, LOCK_FILE),
+        "retire": {c: os.path.join(directory, f"retire-{c}.json") for c in colors},
+    }
+
+
+def check_colors(colors: Any) -> list[str]:
+    names = list(colors or [])
+    if len(names) != 2 or names[0] == names[1] or not all(isinstance(c, str) and c for c in names):
+        raise BlueGreenError(f"colors must be two distinct colour names, got {names!r}")
+    return names
+
+
+def other(color: str, colors: Sequence[str]) -> str:
+    return colors[1] if color == colors[0] else colors[0]
+
+
+# --- files -----------------------------------------------------------------
+
+
+def read_text(path: str) -> str | None:
+    """The file's text, None when it does not exist."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BlueGreenError(f"cannot read {path}: {exc}; {NOT_TOUCHED}") from exc
+
+
+def write_durably(
+    path: str,
+    content: str,
+    mode: int = 0o644,
+    move: Callable[[str, str], None] = os.replace,
+) -> None:
+    """Replace ``path`` with ``content`` so that a crash leaves the old or the new file, whole.
+
+    The temporary file is written and fsynced in the same directory, renamed over
+    ``path``, then the directory is fsynced so that the rename itself is on disk.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise BlueGreenError(f"directory {directory} for {path} does not exist; provision first")
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        move(tmp, path)
+        os.chmod(path, mode)  # atomic_move keeps the old mode or applies the umask
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json_durably(
+    path: str, content: Any, move: Callable[[str, str], None] = os.replace
+) -> None:
+    write_durably(path, json.dumps(content, indent=2, sort_keys=True) + "\n", move=move)
+
+
+@contextmanager
+def directory_lock(directory: str) -> Iterator[None]:
+    """Serialise every change in the app's directory with flock on the directory itself."""
+    if not os.path.isdir(directory):
+        raise BlueGreenError(f"directory {directory} does not exist; provision the host first")
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+# --- state -----------------------------------------------------------------
+
+
+def empty_color() -> dict[str, Any]:
+    return dict.fromkeys(COLOR_KEYS)
+
+
+def empty_state(app: str | None, colors: Sequence[str]) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "app": app,
+        "active": None,
+        "colors": {c: empty_color() for c in colors},
+        "switched_at": None,
+        "bad_versions": {},
+        "history": [],
+    }
+
+
+def validate(state: Any, colors: Sequence[str]) -> list[str]:
+    """What is wrong with a parsed state (empty when it is valid)."""
+    if not isinstance(state, dict):
+        return [f"the top level is {type(state).__name__}, expected an object"]
+    problems = []
+    if state.get("schema") not in (1, SCHEMA_VERSION):
+        problems.append(f"schema is {state.get('schema')!r}, expected {SCHEMA_VERSION}")
+    per_color = state.get("colors")
+    if not isinstance(per_color, dict):
+        problems.append(f"colors is {per_color!r}, expected an object with {', '.join(colors)}")
+    else:
+        problems += [
+            f"colors has unknown colour {name!r}" for name in per_color if name not in colors
+        ]
+        for name in colors:
+            entry = per_color.get(name)
+            if not isinstance(entry, dict):
+                problems.append(f"colors.{name} is {entry!r}, expected an object")
+                continue
+            for key in COLOR_KEYS:
+                if not isinstance(entry.get(key), (str, type(None))):
+                    problems.append(f"colors.{name}.{key} is {entry.get(key)!r}, expected text")
+    active = state.get("active")
+    if active is not None and active not in colors:
+        problems.append(f"active is {active!r}, expected one of {', '.join(colors)} or null")
+    if not isinstance(state.get("bad_versions", {}), dict):
+        problems.append("bad_versions is not an object")
+    if not isinstance(state.get("history", []), list):
+        problems.append("history is not a list")
+    return problems
+
+
+def load_state(
+    text: str | None, path: str, app: str | None, colors: Sequence[str]
+) -> dict[str, Any]:
+    """Parse a state file's text (None when missing) into a complete state of this schema.
+
+    A missing or empty file is "no release yet"; whether that is true is for the
+    caller to check against what runs (see ``drift``). Schema 1 files are read
+    and upgraded (their colours have no digest, image or config recorded).
+    """
+    if text is None or not text.strip():
+        return empty_state(app, colors)
+    try:
+        state = json.loads(text)
+    except ValueError as exc:
+        raise StateError(
+            f"state file {path} is not valid JSON ({exc}); {NOT_TOUCHED}. Restore it from a "
+            f"backup, or move it aside and run playbooks/repair.yml, which records what nginx "
+            f"serves"
+        ) from exc
+    problems = validate(state, colors)
+    if problems:
+        raise StateError(
+            f"state file {path} is not a valid blue/green state: {'; '.join(problems)}; "
+            f"{NOT_TOUCHED}. Fix the file by hand, or move it aside and run playbooks/repair.yml"
+        )
+    if app and state.get("app") not in (None, app):
+        raise StateError(
+            f"state file {path} belongs to app {state.get('app')!r}, not {app!r}; {NOT_TOUCHED}"
+        )
+    full = empty_state(app, colors)
+    for key in ("active", "switched_at", "bad_versions", "history"):
+        if state.get(key) is not None:
+            full[key] = state[key]
+    if state.get("app"):
+        full["app"] = state["app"]
+    for name in colors:
+        full["colors"][name].update(
+            {k: v for k, v in state["colors"][name].items() if k in COLOR_KEYS}
+        )
+    return full
+
+
+def render_state(state: Mapping[str, Any]) -> str:
+    return json.dumps(state, indent=2, sort_keys=True) + "\n"
+
+
+def apply_action(
+    state: dict[str, Any], params: Mapping[str, Any], now: datetime
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The new state and the history event appended (if any); ``state`` is not modified.
+
+    Actions: ``switch`` records that traffic now goes to ``color`` running what
+    ``record`` describes (version, digest, image_id, config, started_at), with the
+    history event ``event`` (switch, rollback, auto_rollback or repair);
+    ``mark_bad`` / ``clear_bad`` list or unlist ``version`` in bad_versions.
+    """
+    action = params["action"]
+    colors = check_colors(params.get("colors") or ("blue", "green"))
+    new = copy.deepcopy(state)
+    stamp = iso(now)
+    by = params.get("by") or "unknown"
+    event: dict[str, Any] | None = None
+    color = params.get("color")
+    if color is not None and color not in colors:
+        raise StateError(f"color {color!r} is not one of {', '.join(colors)}")
+
+    if action == "read":
+        return new, None
+    if action == "switch":
+        record = dict(params.get("record") or {})
+        version = record.get("version")
+        if not color or not version:
+            raise StateError("action switch needs color and record.version")
+        unknown = sorted(set(record) - set(COLOR_KEYS))
+        if unknown:
+            raise StateError(f"record has unknown keys {unknown}; expected {list(COLOR_KEYS)}")
+        entry = new["colors"][color]
+        wanted = {**entry, **record}
+        if wanted.get("started_at") is None:
+            wanted["started_at"] = stamp
+        if new["active"] == color and all(entry.get(k) == wanted.get(k) for k in COLOR_KEYS):
+            return new, None
+        previous = new["active"]
+        previous_version = new["colors"][previous]["version"] if previous else None
+        new["colors"][color] = wanted
+        new["active"] = color
+        new["switched_at"] = stamp
+        event = {
+            "at": stamp,
+            "event": params.get("event") or "switch",
+            "from": previous,
+            "to": color,
+            "version": version,
+            "digest": wanted.get("digest"),
+            "previous_version": previous_version,
+            "by": by,
+        }
+    elif action == "mark_bad":
+        version = params.get("version")
+        if not version:
+            raise StateError("action mark_bad needs version")
+        reason = params.get("reason") or "marked bad by hand"
+        if new["bad_versions"].get(version, {}).get("reason") == reason:
+            return new, None
+        new["bad_versions"][version] = {"at": stamp, "reason": reason, "by": by}
+        event = {"at": stamp, "event": "mark_bad", "version": version, "reason": reason, "by": by}
+    elif action == "clear_bad":
+        version = params.get("version")
+        if not version:
+            raise StateError("action clear_bad needs version")
+        if version not in new["bad_versions"]:
+            return new, None
+        del new["bad_versions"][version]
+        event = {"at": stamp, "event": "clear_bad", "version": version, "by": by}
+    else:
+        raise StateError(f"unknown action {action!r}")
+
+    limit = int(params.get("history_limit") or 50)
+    new["history"] = [*new["history"], event][-limit:]
+    return new, event
+
+
+# --- lock ------------------------------------------------------------------
+
+
+def new_token() -> str:
+    return secrets.token_hex(8)
+
+
+def parse_lock(text: str | None) -> dict[str, Any] | None:
+    """Parse lock file content; None when there is none. Bad content gives {"unreadable": why}."""
+    if text is None or not text.strip():
+        return None
+    try:
+        content = json.loads(text)
+    except ValueError as exc:
+        return {"unreadable": f"not JSON: {exc}"}
+    if not isinstance(content, dict) or not isinstance(content.get("owner"), str):
+        return {"unreadable": f"no owner recorded in {text[:200]!r}"}
+    if parse_iso(content.get("expires_at")) is None:
+        return {"unreadable": f"no valid expires_at in {text[:200]!r}", "owner": content["owner"]}
+    return content
+
+
+def is_expired(lock: Mapping[str, Any], now: datetime) -> bool:
+    expires = parse_iso(lock.get("expires_at"))
+    return expires is not None and expires <= now
+
+
+def describe_lock(path: str, lock: Mapping[str, Any]) -> str:
+    if "unreadable" in lock:
+        return f"release lock {path} exists but cannot be read ({lock['unreadable']})"
+    return (
+        f"release lock {path} is held by {lock['owner']} since {lock.get('acquired_at')} "
+        f"(expires {lock.get('expires_at')})"
+    )
+
+
+def plan_acquire(
+    path: str,
+    current: Mapping[str, Any] | None,
+    owner: str,
+    ttl: int,
+    now: datetime,
+    token: str | None = None,
+    force: bool = False,
+) -> tuple[str, dict[str, Any], Mapping[str, Any] | None]:
+    """Decide how to take or refresh the lock: (action, new lock, lock taken over or None).
+
+    Without ``token`` this takes a free or expired lock with a new token. With
+    ``token`` it refreshes the lock this run holds, and raises LockLost when the
+    lock is no longer this run's: that run must stop before its next write.
+    """
+    expires = iso(now + timedelta(seconds=ttl))
+    if token is not None:
+        check_held(path, current, token, now)
+        assert current is not None  # check_held raised otherwise
+        return "refreshed", {**current, "expires_at": expires}, None
+    fresh = {"owner": owner, "token": new_token(), "acquired_at": iso(now), "expires_at": expires}
+    if current is None:
+        return "created", fresh, None
+    if force or ("unreadable" not in current and is_expired(current, now)):
+        return "took_over", fresh, current
+    raise LockError(
+        f"{describe_lock(path, current)}; another release, rollback or retirement is running. "
+        f"Wait for it to finish or the lock to expire; if its holder is gone, take it over "
+        f"with -e bluegreen_lock_force=true"
+    )
+
+
+def check_held(path: str, current: Mapping[str, Any] | None, token: str, now: datetime) -> None:
+    """Raise LockLost unless the lock at ``path`` is held with ``token`` and has not expired."""
+    if current is None:
+        raise LockLost(
+            f"this run's release lock {path} is gone (removed by hand or by a forced release); "
+            f"this run stopped before its next write. Look at what the host serves with "
+            f"playbooks/status.yml before rerunning"
+        )
+    if current.get("token") != token:
+        raise LockLost(
+            f"this run's release lock was taken over: {describe_lock(path, current)}. This run "
+            f"stopped before its next write; the holder now decides what the host serves"
+        )
+    if is_expired(current, now):
+        raise LockLost(
+            f"this run's release lock {path} expired at {current.get('expires_at')}; this run "
+            f"stopped before its next write, since another run may have taken it. Raise "
+            f"bluegreen_lock_ttl_s if a step legitimately takes that long"
+        )
+
+
+def plan_release(
+    path: str, current: Mapping[str, Any] | None, token: str | None, force: bool, now: datetime
+) -> tuple[str, Mapping[str, Any] | None]:
+    """Decide how to give the lock back: (action, lock removed on someone else's behalf)."""
+    if current is None:
+        return "none", None
+    mine = token is not None and current.get("token") == token
+    if mine:
+        return "released", None
+    if force or ("unreadable" not in current and is_expired(current, now)):
+        return "released", current
+    if token is not None:
+        # Ours was taken over: leave the new holder's lock alone.
+        return "none", None
+    raise LockError(f"cannot release: {describe_lock(path, current)}; pass its token or force")
+
+
+@contextmanager
+def fenced(directory: str, token: str, now: Callable[[], datetime]) -> Iterator[dict[str, Any]]:
+    """Hold the directory flock and check that ``token`` still holds the release lock.
+
+    Every write of the record, of nginx's upstream file and every reload happens
+    inside this, so a run whose lock was taken over cannot write anything.
+    """
+    lock_path = os.path.join(directory, LOCK_FILE)
+    with directory_lock(directory):
+        current = parse_lock(read_text(lock_path))
+        check_held(lock_path, current, token, now())
+        assert current is not None
+        yield dict(current)
+
+
+# --- upstream marker -------------------------------------------------------
+
+
+def render_marker(color: str, version: str, digest: str | None) -> str:
+    return UPSTREAM_MARKER + json.dumps(
+        {"color": color, "version": version, "digest": digest}, sort_keys=True
+    )
+
+
+def parse_marker(text: str | None) -> dict[str, Any] | None:
+    """What a release wrote into the upstream file; None for a file no release wrote."""
+    for line in (text or "").splitlines():
+        if line.startswith(UPSTREAM_MARKER):
+            try:
+                found = json.loads(line[len(UPSTREAM_MARKER) :])
+            except ValueError:
+                return {"color": None, "unreadable": line}
+            return found if isinstance(found, dict) else {"color": None, "unreadable": line}
+    return None
+
+
+# --- observation -----------------------------------------------------------
+
+
+def summarize_container(inspect: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts of one container (a `docker inspect` document) that the engine uses."""
+    config = inspect.get("Config") or {}
+    labels = config.get("Labels") or {}
+    state = inspect.get("State") or {}
+    return {
+        "name": str(inspect.get("Name", "")).lstrip("/"),
+        "color": labels.get(LABEL + "color"),
+        "service": labels.get(LABEL + "service"),
+        "version": labels.get(LABEL + "version"),
+        "digest": labels.get(LABEL + "digest"),
+        "config": labels.get(LABEL + "config"),
+        "image": config.get("Image"),
+        "image_id": inspect.get("Image"),
+        "running": bool(state.get("Running")),
+        "restarting": bool(state.get("Restarting")),
+        "restart_count": int(inspect.get("RestartCount") or 0),
+        "started_at": state.get("StartedAt"),
+        "exit_code": state.get("ExitCode"),
+    }
+
+
+def colors_of(
+    containers: Sequence[Mapping[str, Any]], colors: Sequence[str], services: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Per colour: its containers by service, whether all run, and their common labels."""
+    out: dict[str, dict[str, Any]] = {}
+    for color in colors:
+        mine = {c["service"]: c for c in containers if c.get("color") == color}
+        running = [s for s in services if mine.get(s, {}).get("running")]
+        versions = {c.get("version") for c in mine.values()}
+        image_ids = {c.get("image_id") for c in mine.values()}
+        configs = {c.get("config") for c in mine.values()}
+        out[color] = {
+            "services": mine,
+            "running": len(running) == len(services),
+            "any_running": bool(running),
+            "version": versions.pop() if len(versions) == 1 else None,
+            "image_id": image_ids.pop() if len(image_ids) == 1 else None,
+            "config": configs.pop() if len(configs) == 1 else None,
+            "restart_count": sum(c.get("restart_count", 0) for c in mine.values()),
+        }
+    return out
+
+
+def drift(
+    state: Mapping[str, Any],
+    upstream: Mapping[str, Any] | None,
+    edge: Mapping[str, Any],
+    per_color: Mapping[str, Mapping[str, Any]],
+) -> list[str]:
+    """Where the record, the upstream file, nginx's answers and the containers disagree.
+
+    Each entry is a sentence for the person on call. ``edge`` is what nginx
+    answered on the health path (``color`` and ``version`` when it answered).
+    """
+    found: list[str] = []
+    active = state.get("active")
+    served = edge.get("color")
+    file_color = (upstream or {}).get("color")
+    running = sorted(c for c, facts in per_color.items() if facts.get("any_running"))
+    if active is None:
+        if running:
+            found.append(
+                f"state.json records no release (missing or empty) but containers of "
+                f"{' and '.join(running)} are running"
+                + (f" and nginx serves {served} ({edge.get('version')})" if served else "")
+                + "; a release now would plan from nothing and could recreate a serving colour"
+            )
+        elif upstream is not None:
+            found.append(
+                f"state.json records no release but the upstream file was written by a release "
+                f"for {file_color}"
+            )
+        return found
+    if served and served != active:
+        found.append(
+            f"nginx serves {served} ({edge.get('version')}) but state.json says {active} is "
+            f"active: a run stopped between the switch and the record"
+        )
+    if upstream is not None and file_color != active:
+        if served and served != file_color:
+            found.append(
+                f"the upstream file points at {file_color} but nginx serves {served}: a run "
+                f"stopped between writing the file and reloading nginx, and the next reload "
+                f"(certbot, a provision run) would move traffic to {file_color}, which was "
+                f"never verified"
+            )
+        elif not served:
+            found.append(f"the upstream file points at {file_color} but state.json says {active}")
+    recorded = state["colors"][active]
+    facts = per_color.get(active, {})
+    if facts.get("any_running"):
+        if facts.get("version") and recorded.get("version") != facts.get("version"):
+            found.append(
+                f"the containers of {active} run version {facts.get('version')} but state.json "
+                f"records {recorded.get('version')}"
+            )
+        if (
+            recorded.get("image_id")
+            and facts.get("image_id")
+            and recorded.get("image_id") != facts.get("image_id")
+        ):
+            found.append(
+                f"the containers of {active} run image {facts.get('image_id')} but state.json "
+                f"records {recorded.get('image_id')} for {recorded.get('version')}"
+            )
+    if served and edge.get("version") and served == active:  # noqa: SIM102 one rule, one test
+        if recorded.get("version") != edge.get("version"):
+            found.append(
+                f"nginx serves {active} with version {edge.get('version')} but state.json "
+                f"records {recorded.get('version')}"
+            )
+    return found
+
+
+# --- plan ------------------------------------------------------------------
+
+
+def _refuse(why: str, **extra: Any) -> dict[str, Any]:
+    return {"kind": "refuse", "why": why, **extra}
+
+
+def plan(
+    state: Mapping[str, Any],
+    found_drift: Sequence[str],
+    per_color: Mapping[str, Mapping[str, Any]],
+    request: Mapping[str, Any],
+    colors: Sequence[str],
+) -> dict[str, Any]:
+    """Decide what a release, rollback or repair does, from the observed host.
+
+    One vocabulary for all: ``kind`` (release, rollback, repair, noop, refuse),
+    ``from_color``/``from_version`` (what serves now), ``to_color``/``to_version``/
+    ``to_digest``/``to_image_id`` (what will serve), ``why``.
+    """
+    action = request.get("action") or "none"
+    force = bool(request.get("force"))
+    active = state.get("active")
+    bad = state.get("bad_versions") or {}
+    current = {
+        "from_color": active,
+        "from_version": state["colors"][active]["version"] if active else None,
+        "from_digest": state["colors"][active]["digest"] if active else None,
+    }
+    if action == "none":
+        return {"kind": "noop", "why": "nothing was asked", **current}
+    if action == "repair":
+        if not found_drift:
+            return {"kind": "noop", "why": "the host is consistent: nothing to repair", **current}
+        return {"kind": "repair", "why": "; ".join(found_drift), **current}
+    if found_drift:
+        return _refuse(
+            "the host does not match its record: " + "; ".join(found_drift) + ". Nothing was "
+            f"changed. {REPAIR_HINT}",
+            **current,
+        )
+
+    def refuse_bad(version: str) -> dict[str, Any] | None:
+        entry = bad.get(version)
+        if entry is None or force:
+            return None
+        return _refuse(
+            f"version {version} is listed in bad_versions (marked bad at {entry.get('at')} by "
+            f"{entry.get('by')}: {entry.get('reason')}); refusing it. Deploy another version, or "
+            f"pass -e app_force=true to deploy it anyway",
+            **current,
+        )
+
+    if action == "rollback":
+        if active is None:
+            return _refuse("nothing to roll back: no release is recorded yet", **current)
+        to = other(active, colors)
+        target = state["colors"][to]
+        if not target.get("version"):
+            return _refuse(
+                f"nothing to roll back to: {to} has no recorded version (only {active} has ever "
+                f"served); deploy a known-good version instead",
+                **current,
+            )
+        refused = refuse_bad(target["version"])
+        if refused:
+            return refused
+        return {
+            "kind": "rollback",
+            "why": f"back to the version recorded on {to}",
+            **current,
+            "to_color": to,
+            "to_version": target["version"],
+            "to_digest": target.get("digest"),
+            "to_image_id": target.get("image_id"),
+        }
+
+    if action != "release":
+        raise BlueGreenError(f"unknown action {action!r}; expected release, rollback or repair")
+    version = request.get("version")
+    if not version:
+        raise BlueGreenError("a release needs a version")
+    refused = refuse_bad(version)
+    if refused:
+        return refused
+    wanted = {
+        "to_version": version,
+        "to_digest": request.get("digest"),
+        "to_image_id": request.get("image_id"),
+    }
+    if active is None:
+        return {
+            "kind": "release",
+            "why": "first release",
+            **current,
+            "to_color": colors[0],
+            **wanted,
+        }
+    live = state["colors"][active]
+    facts = per_color.get(active, {})
+    differences = []
+    if live.get("version") != version:
+        differences.append(f"version {live.get('version')} → {version}")
+    if request.get("image_id") and live.get("image_id") != request.get("image_id"):
+        differences.append(f"image {live.get('image_id')} → {request.get('image_id')}")
+    if request.get("config") and facts.get("config") != request.get("config"):
+        differences.append("container configuration changed")
+    if not facts.get("running"):
+        differences.append(f"the containers of {active} are not all running")
+    if not differences:
+        return {
+            "kind": "noop",
+            "why": f"{version} already serves on {active} with this image and configuration",
+            **current,
+            "to_color": active,
+            **wanted,
+        }
+    return {
+        "kind": "release",
+        "why": "; ".join(differences),
+        **current,
+        "to_color": other(active, colors),
+        **wanted,
+    }
+
+
+# --- HTTP ------------------------------------------------------------------
+
+
+def fetch(
+    url: str,
+    request_timeout: float,
+    headers: Mapping[str, str] | None = None,
+    validate_certs: bool = True,
+) -> tuple[int | None, str, str | None]:
+    """GET a URL; return (status, body, transport error). HTTP errors are answers too."""
+    request = urllib.request.Request(url, headers=dict(headers or {}), method="GET")
+    context = None
+    if url.lower().startswith("https:") and not validate_certs:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(request, timeout=request_timeout, context=context) as reply:
+            return reply.status, reply.read(64 * 1024).decode("utf-8", "replace"), None
+    except urllib.error.HTTPError as exc:
+        body = exc.read(64 * 1024).decode("utf-8", "replace") if exc.fp else ""
+        return exc.code, body, None
+    except urllib.error.URLError as exc:
+        return None, "", f"no answer: {exc.reason}"
+    except (TimeoutError, OSError) as exc:
+        return None, "", f"no answer: {exc or type(exc).__name__}"
+
+
+def edge_answer(status: int | None, body: str, error: str | None) -> dict[str, Any]:
+    """What nginx's answer on the health path says about the colour that serves."""
+    answer: dict[str, Any] = {"status": status, "color": None, "version": None, "error": error}
+    if status != 200:
+        answer["error"] = error or f"HTTP {status}"
+        return answer
+    try:
+        document = json.loads(body)
+    except ValueError:
+        answer["error"] = f"not JSON: {body[:120]!r}"
+        return answer
+    if isinstance(document, dict):
+        answer["color"] = document.get("color")
+        answer["version"] = document.get("version")
+    return answer
