@@ -58,6 +58,8 @@ APP_VARIANTS: dict[str, dict[str, str]] = {
     "bad-unhealthy": {"APP_FAULT_UNHEALTHY": "1"},
     "bad-crash": {"APP_FAULT_CRASH_AFTER_S": "3"},
     "bad-errors": {"APP_FAULT_API_ERROR_RATIO": "0.3"},
+    # Healthy long enough to pass the gate, then crashes every 40 s.
+    "bad-crashloop": {"APP_FAULT_CRASH_AFTER_S": "40"},
 }
 MIN_FREE_GB = 8
 # Bump when the way images are built changes in a way the hashes cannot see.

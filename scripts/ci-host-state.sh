@@ -7,7 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 inventory="${1:?usage: ci-host-state.sh <inventory>}"
-state_file="/var/lib/archibald/archibald/state.json"
 
 vault_args=()
 if [ -n "${VAULT_PASSWORD_FILE:-}" ]; then
@@ -18,7 +17,7 @@ fi
 # callbacks, e.g. profile_tasks, may print lines around it).
 raw=$(ANSIBLE_LOAD_CALLBACK_PLUGINS=1 ANSIBLE_STDOUT_CALLBACK=ansible.builtin.json \
   ansible archibald -i "$inventory" "${vault_args[@]}" -b -m bluegreen_state \
-  -a "path=$state_file action=read")
+  -a 'dir={{ bluegreen_state_dir | default("/var/lib/archibald") }}/{{ bluegreen_app }} action=read')
 printf '%s' "$raw" | python3 -c '
 import json, sys
 text = sys.stdin.read()

@@ -7,6 +7,7 @@ import os
 import re
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -60,9 +61,14 @@ def run_playbook(name: str, *extra: str) -> tuple[int, str, float]:
         timeout=600,
     )
     elapsed = time.monotonic() - started
-    output = result.stdout + result.stderr
+    output = flat(result.stdout + result.stderr)
     print(f"[playbook] {name} {' '.join(extra)} -> rc={result.returncode} in {elapsed:.1f} s")
     return result.returncode, output, elapsed
+
+
+def flat(text: str) -> str:
+    """Ansible's output with every run of whitespace made one space, for phrase checks."""
+    return " ".join(text.split())
 
 
 def read_state(host: Any) -> dict[str, Any]:
@@ -83,6 +89,57 @@ def serving() -> tuple[str, str]:
     status, body = edge("/health")
     assert status == 200, f"nginx does not answer /health: {status}"
     return str(body["color"]), str(body["version"])
+
+
+def probe(path: str = "/health", timeout: float = 5.0) -> tuple[int, str]:
+    """One request through nginx: (status, colour that answered; 0 and "error" without answer)."""
+    request = urllib.request.Request(EDGE + path, headers={"Host": "localhost"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=TLS) as resp:
+            body = resp.read()
+            color = resp.headers.get("X-App-Color")
+            if color is None and path.startswith("/health"):
+                color = json.loads(body or b"{}").get("color")
+            return resp.status, str(color or "?")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("X-App-Color", "?")
+    except OSError:
+        return 0, "error"
+
+
+class Prober(threading.Thread):
+    """Asks nginx for `path` every ~20 ms while a test runs; every answer is counted.
+
+    samples: (monotonic start, status, colour, seconds). Use as a context manager.
+    """
+
+    def __init__(self, path: str = "/health") -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.samples: list[tuple[float, int, str, float]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            started = time.monotonic()
+            status, color = probe(self.path)
+            self.samples.append((started, status, color, time.monotonic() - started))
+            time.sleep(0.02)
+
+    def failed(self) -> list[tuple[float, int, str, float]]:
+        return [s for s in self.samples if s[1] != 200]
+
+    def summary(self) -> str:
+        failed = len(self.failed())
+        return f"{len(self.samples)} requests to {self.path} through nginx, {failed} failed"
+
+    def __enter__(self) -> Prober:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.join(10)
 
 
 def post_job(seconds: float = 0.3, kind: str = "sleep") -> tuple[int, str | None]:

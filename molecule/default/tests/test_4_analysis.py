@@ -9,14 +9,12 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 from conftest import (
     EDGE,
     ROOT,
-    TLS,
+    Prober,
     edge,
     parse_hey,
     playbook_cmd,
@@ -33,32 +31,6 @@ ANALYSIS = ["-e", "bluegreen_analysis_window_s=120", "-e", "bluegreen_analysis_i
 HEALTHY_ANALYSIS = ["-e", "bluegreen_analysis_window_s=90", "-e", "bluegreen_analysis_interval_s=5"]
 
 
-def api_probe() -> tuple[int, str]:
-    """One API read through nginx: (status, colour that answered)."""
-    request = urllib.request.Request(EDGE + "/api/jobs?limit=1", headers={"Host": "localhost"})
-    try:
-        with urllib.request.urlopen(request, timeout=5, context=TLS) as resp:
-            return resp.status, resp.headers.get("X-App-Color", "?")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("X-App-Color", "?")
-    except OSError:
-        return 0, "error"
-
-
-class ApiProber(threading.Thread):
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.samples: list[tuple[float, int, str]] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            started = time.monotonic()
-            status, color = api_probe()
-            self.samples.append((started, status, color))
-            time.sleep(0.02)
-
-
 def other_version(host: Any) -> str:
     state = read_state(host)
     active_version = state["colors"][state["active"]]["version"]
@@ -66,7 +38,7 @@ def other_version(host: Any) -> str:
 
 
 def test_healthy_release_passes_its_analysis(host: Any) -> None:
-    prober = ApiProber()
+    prober = Prober("/api/jobs?limit=1")
     prober.start()
     try:
         version = other_version(host)
@@ -77,10 +49,10 @@ def test_healthy_release_passes_its_analysis(host: Any) -> None:
         prober.stop.set()
         prober.join(10)
     assert rc == 0, out[-3000:]
-    verdict = re.search(rf"Metric analysis of {version} on \w+:\s+(\w+)", out)
+    verdict = re.search(rf"Analysis of {version} on \w+:\s+(\w+)", out)
     assert verdict, out[-3000:]
     assert verdict.group(1) == "pass", f"analysis verdict {verdict.group(1)}:\n{out[-3000:]}"
-    bad = [s for s in prober.samples if s[1] != 200]
+    bad = prober.failed()
     print(
         f"\n[analysis] healthy release of {version} passed in {elapsed:.0f} s; "
         f"{len(prober.samples)} API probes, {len(bad)} failed"
@@ -108,7 +80,7 @@ def test_bad_release_rolls_back_by_itself(host: Any) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    prober = ApiProber()
+    prober = Prober("/api/jobs?limit=1")
     prober.start()
     accepted: list[str] = []
 

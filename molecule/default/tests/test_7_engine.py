@@ -1,0 +1,231 @@
+"""The release engine observes the host: every outage path that once went unreported.
+
+Each test breaks the host the way a real incident would (a run killed halfway,
+a lost state file, a lock taken over, a colour that crash-loops or hangs) with
+traffic counted through nginx, and checks that the engine refuses what it
+cannot do safely, names the repair, and that the repair moves no traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from typing import Any
+
+from conftest import (
+    LOCK,
+    ROOT,
+    STATE,
+    Prober,
+    flat,
+    playbook_cmd,
+    playbook_env,
+    read_state,
+    run_playbook,
+    serving,
+    wait_for,
+)
+
+UPSTREAMS = "/etc/nginx/archibald/upstreams.conf"
+NO_WAIT = ["-e", "bluegreen_lock_wait_s=0"]
+# Judge quickly; the crash-looping image crashes 40 s after each start.
+ANALYSIS = ["-e", "bluegreen_analysis_window_s=60", "-e", "bluegreen_analysis_interval_s=5"]
+
+
+def other(color: str) -> str:
+    return "green" if color == "blue" else "blue"
+
+
+def next_version(host: Any) -> str:
+    return "v3" if serving()[1] != "v3" else "v2"
+
+
+def started_at(host: Any, color: str) -> list[str]:
+    out = host.check_output(
+        f"docker ps -q --filter label=org.archibald.color={color} | "
+        "xargs -r docker inspect -f '{{.Name}} {{.State.StartedAt}}'"
+    )
+    return sorted(out.splitlines())
+
+
+def start_release(*extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        playbook_cmd("release.yml", *extra),
+        cwd=ROOT,
+        env=playbook_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def repair() -> str:
+    rc, out, elapsed = run_playbook("repair.yml", *NO_WAIT)
+    assert rc == 0, out[-3000:]
+    print(f"[repair] {elapsed:.1f} s")
+    return out
+
+
+def test_a_run_killed_between_switch_and_record_is_refused_then_repaired(host: Any) -> None:
+    before = serving()
+    version = next_version(host)
+    with Prober() as prober:
+        release = start_release("-e", f"app_version={version}")
+        try:
+            wait_for("nginx to serve the new colour", lambda: serving()[0] != before[0], 120, 0.02)
+        finally:
+            os.killpg(release.pid, signal.SIGKILL)
+            release.communicate(timeout=30)
+        assert read_state(host)["active"] == before[0], "the record was written before the kill"
+        # The killed run still holds the lock; its holder is gone, so take it over.
+        rc, out, _ = run_playbook(
+            "release.yml", "-e", "app_version=v1", "-e", "bluegreen_lock_force=true", *NO_WAIT
+        )
+        assert rc != 0, out[-3000:]
+        assert "a run stopped between the switch and the record" in out, out[-3000:]
+        assert "playbooks/repair.yml" in out, out[-3000:]
+        assert serving() == (other(before[0]), version)
+        out = repair()
+        assert "traffic did not move" in out, out[-3000:]
+    state = read_state(host)
+    assert (state["active"], state["colors"][state["active"]]["version"]) == serving()
+    assert state["history"][-1]["event"] == "repair"
+    print(f"\n[killed after switch] {prober.summary()}")
+    assert not prober.failed(), prober.failed()[:5]
+
+
+def test_a_run_killed_between_render_and_reload_is_refused_then_repaired(host: Any) -> None:
+    served = serving()
+    target = other(served[0])
+    rc, out, _ = run_playbook("status.yml")
+    assert rc == 0 and "no drift" in out, out[-3000:]
+    # What a run killed after writing the file and before the reload leaves.
+    ports = {"blue": "81", "green": "82"}
+    host.check_output(
+        f'sed -i -e \'s/"color": "{served[0]}"/"color": "{target}"/\' '
+        f"-e 's/127.0.0.1:{ports[served[0]]}/127.0.0.1:{ports[target]}/' {UPSTREAMS}"
+    )
+    with Prober() as prober:
+        rc, out, _ = run_playbook("release.yml", "-e", "app_version=v1", *NO_WAIT)
+        assert rc != 0, out[-3000:]
+        assert "between writing the file and reloading nginx" in out, out[-3000:]
+        assert serving() == served
+        repair()
+        # The hazard is gone: an unrelated reload (certbot's hook) keeps the colour.
+        host.check_output("systemctl reload nginx")
+        time.sleep(1)
+        assert serving() == served
+    assert f'"color": "{served[0]}"' in host.file(UPSTREAMS).content_string
+    print(f"\n[killed before reload] {prober.summary()}")
+    assert not prober.failed(), prober.failed()[:5]
+
+
+def test_an_empty_state_file_with_colours_running_is_refused(host: Any) -> None:
+    served = serving()
+    both = {c: started_at(host, c) for c in ("blue", "green")}
+    assert all(both.values()), f"both colours should be running here: {both}"
+    host.check_output(f"cp {STATE} {STATE}.before && : > {STATE}")
+    with Prober() as prober:
+        rc, out, _ = run_playbook("release.yml", "-e", f"app_version={next_version(host)}")
+        assert rc != 0, out[-3000:]
+        assert "state.json records no release (missing or empty) but containers" in out
+        assert {c: started_at(host, c) for c in both} == both, "a colour was recreated"
+        out = repair()
+    assert read_state(host)["active"] == served[0]
+    assert "Versions marked bad before a lost state file" in out, out[-3000:]
+    print(f"\n[empty state] {prober.summary()}")
+    assert not prober.failed(), prober.failed()[:5]
+
+
+def test_a_changed_env_for_the_live_version_rolls_out_blue_green(host: Any) -> None:
+    color, version = serving()
+    live = started_at(host, color)
+    env = json.dumps({"bluegreen_env": {"APP_LOG_LEVEL": "debug"}})
+    with Prober("/api/jobs?limit=1") as prober:
+        rc, out, _ = run_playbook("release.yml", "-e", f"app_version={version}", "-e", env)
+        assert rc == 0, out[-3000:]
+        assert "container configuration changed" in out, out[-3000:]
+        assert serving() == (other(color), version)
+        assert started_at(host, color) == live, "the serving containers were recreated in place"
+        rc, out, _ = run_playbook("release.yml", "-e", f"app_version={version}", "-e", env)
+    assert rc == 0 and re.search(r"changed=0 ", out), out[-2000:]
+    assert "already serves" in out, out[-3000:]
+    print(f"\n[config change] {prober.summary()}")
+    assert not prober.failed(), prober.failed()[:5]
+    # Back to the default configuration for the tests that follow (blue/green again).
+    rc, out, _ = run_playbook("release.yml", "-e", f"app_version={version}")
+    assert rc == 0, out[-3000:]
+
+
+def test_a_run_whose_lock_was_taken_over_stops_before_writing(host: Any) -> None:
+    before_state = host.file(STATE).content_string
+    served = serving()
+    intruder = {
+        "owner": "test: a second run, after the lease of the first ran out",
+        "token": "intruder",
+        "acquired_at": "2026-01-01T00:00:00Z",
+        "expires_at": "2099-01-01T00:00:00Z",
+    }
+    release = start_release("-e", f"app_version={next_version(host)}")
+    try:
+        wait_for("the release to take the lock", lambda: host.file(LOCK).exists, 120, 0.05)
+        host.check_output(f"echo '{json.dumps(intruder)}' > {LOCK}")
+        out, _ = release.communicate(timeout=300)
+        assert release.returncode != 0, out[-3000:]
+        assert "this run's release lock was taken over" in flat(out), out[-3000:]
+        assert serving() == served
+        assert host.file(STATE).content_string == before_state
+        assert json.loads(host.file(LOCK).content_string)["token"] == "intruder"
+    finally:
+        if release.poll() is None:
+            os.killpg(release.pid, signal.SIGKILL)
+        host.check_output(f"rm -f {LOCK}")
+
+
+def test_a_crash_looping_release_is_rolled_back_and_cannot_be_rolled_back_to(host: Any) -> None:
+    good = serving()
+    with Prober() as prober:
+        rc, out, elapsed = run_playbook("release.yml", "-e", "app_version=bad-crashloop", *ANALYSIS)
+        assert rc != 0, out[-3000:]
+        assert "was rolled back automatically" in out, out[-3000:]
+        assert "restart(s) during the window" in out or "no data to judge" in out, out[-3000:]
+        assert serving() == good
+        rc, out, _ = run_playbook("rollback.yml")
+    assert rc != 0 and "bad-crashloop is listed in bad_versions" in out, out[-3000:]
+    assert serving() == good
+    failed = prober.failed()
+    print(f"\n[crash loop] rolled back after {elapsed:.0f} s; {prober.summary()}")
+    assert "bad-crashloop" in read_state(host)["bad_versions"]
+    # Requests caught by a crash fail: that is what the analysis is for.
+    assert all(s[1] in (0, 502, 503, 504) for s in failed), failed[:5]
+
+
+def test_a_hanging_release_is_rolled_back(host: Any) -> None:
+    good = serving()
+    version = next_version(host)
+    target = other(good[0])
+    release = start_release("-e", f"app_version={version}", *ANALYSIS)
+    try:
+        # Freeze the backend once the switch is recorded: the analysis is running.
+        wait_for(
+            "the switch to be recorded", lambda: read_state(host)["active"] == target, 120, 0.2
+        )
+        host.check_output(f"docker pause archibald-backend-{target}")
+        paused = time.monotonic()
+        out, _ = release.communicate(timeout=300)
+        out = flat(out)
+        took = time.monotonic() - paused
+    finally:
+        host.run(f"docker unpause archibald-backend-{target}")
+        if release.poll() is None:
+            os.killpg(release.pid, signal.SIGKILL)
+    print(f"\n[hang] rolled back {took:.0f} s after the backend froze")
+    assert release.returncode != 0, out[-3000:]
+    assert "was rolled back automatically" in out, out[-3000:]
+    assert serving() == good
+    assert version in read_state(host)["bad_versions"]
