@@ -86,6 +86,34 @@ def test_submit_validation(tmp_path: Path, body: bytes, status: int, field: str)
     run_backend(tmp_path, scenario)
 
 
+CLIENT_FAULTS_ANSWERED_500 = [
+    # A JSON body 1,000 brackets deep (1 KB): json.loads raises RecursionError.
+    pytest.param("POST", "/api/jobs", b"[" * 1000, {}, id="nested-1000-deep"),
+    pytest.param("POST", "/api/jobs", b'{"a":' * 1000, {}, id="objects-1000-deep"),
+    # A body that says it is gzip and is not: reading it raises RequestPayloadError.
+    pytest.param("POST", "/api/jobs", b"{}", {"Content-Encoding": "gzip"}, id="bad-gzip"),
+    # 5,000 digits pass isdigit() and make int() raise ValueError.
+    pytest.param("GET", "/api/jobs?offset=" + "9" * 5000, None, {}, id="offset-5000-digits"),
+]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12: a malformed request answers 500")
+@pytest.mark.parametrize(("method", "path", "body", "headers"), CLIENT_FAULTS_ANSWERED_500)
+def test_client_faults_answer_4xx_not_500(
+    tmp_path: Path, method: str, path: str, body: bytes | None, headers: dict[str, str]
+) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        headers.setdefault("Content-Type", "application/json")
+        headers["Connection"] = "close"  # a payload error closes the connection
+        r = await client.request(method, path, data=body, headers=headers)
+        assert 400 <= r.status < 500, (r.status, await r.text())
+        assert "error" in await r.json()
+        text = await (await client.get("/metrics")).text()
+        assert 'status_code="500"' not in text
+
+    run_backend(tmp_path, scenario)
+
+
 def test_body_over_limit_is_413(tmp_path: Path) -> None:
     async def scenario(client: TestClient, state: ServiceState) -> None:
         big = b'{"kind": "sleep", "params": {"seconds": 1}, "pad": "' + b"x" * 2000 + b'"}'
