@@ -1,8 +1,9 @@
 """The backend's HTTP API: submit jobs, read one job, list jobs a page at a time.
 
-Errors: 400 for a malformed request (body not JSON, bad path or query
-parameter), 422 for a well-formed body with an invalid field, 413 for a body
-over APP_MAX_BODY_BYTES, 503 with Retry-After for submissions while draining,
+Errors: 400 for a malformed request (body not JSON, see `bodies`; bad path or
+query parameter), 415 for a body that is not JSON by its headers, 422 for a
+well-formed body with an invalid field, 413 for a body over
+APP_MAX_BODY_BYTES, 503 with Retry-After for submissions while draining,
 507 with Retry-After when the job database's disk is full (the job was not
 accepted; nothing accepted before is touched).
 Every error names the bad field in `field`.
@@ -10,11 +11,11 @@ Every error names the bad field in `field`.
 
 from __future__ import annotations
 
-import json
+import re
 
 from aiohttp import web
 
-from . import jobs
+from . import bodies, jobs
 from .queue import STATUSES, AsyncJobQueue, StorageFull
 from .runner import JobRunner
 from .service import STATE, ServiceState, error
@@ -25,6 +26,7 @@ RUNNER = web.AppKey("runner", JobRunner)
 
 RETRY_AFTER_S = 5
 MAX_PAGE = 500
+_DIGITS = re.compile(r"[0-9]+")
 
 
 async def submit_job(request: web.Request) -> web.Response:
@@ -35,17 +37,10 @@ async def submit_job(request: web.Request) -> web.Response:
             status=503,
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
-    limit = state.cfg.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        return error(413, f"body larger than {limit} bytes", field="body")
     try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return error(413, f"body larger than {limit} bytes", field="body")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return error(400, "body is not valid JSON", field="body")
+        body = await bodies.read_json(request, state.cfg.max_body_bytes)
+    except bodies.BadBody as exc:
+        return error(exc.status, exc.message, field=exc.field, headers=exc.headers)
     try:
         kind, params = jobs.validate(body, state.cfg.job_max_s)
     except jobs.ValidationError as exc:
@@ -75,26 +70,34 @@ async def submit_job(request: web.Request) -> web.Response:
 
 async def get_job(request: web.Request) -> web.Response:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        return error(400, "id must be a positive integer", field="id")
+    if not _DIGITS.fullmatch(raw) or len(raw) > 18 or int(raw) == 0:
+        return error(400, "id must be a positive integer of at most 18 digits", field="id")
     job = await request.app[QUEUE].get(int(raw))
     if job is None:
         return error(404, f"job {raw} not found", field="id")
     return web.json_response(job.to_dict())
 
 
+def _query_one(request: web.Request, name: str) -> str | None:
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise jobs.ValidationError(name, "is given more than once")
+    return values[0] if values and values[0] != "" else None
+
+
 def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
+    raw = _query_one(request, name)
+    if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # ASCII digits only (str.isdigit() takes "٣" too), and few enough for int().
+    if not _DIGITS.fullmatch(raw) or len(raw) > 15 or not low <= int(raw) <= high:
         raise jobs.ValidationError(name, f"must be an integer from {low} to {high}")
     return int(raw)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    status = request.query.get("status") or None
     try:
+        status = _query_one(request, "status")
         if status is not None and status not in STATUSES:
             raise jobs.ValidationError("status", f"must be one of {', '.join(STATUSES)}")
         limit = _query_int(request, "limit", 50, 1, MAX_PAGE)

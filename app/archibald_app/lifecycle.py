@@ -24,7 +24,7 @@ from .logs import EventLog
 from .metrics import Metrics
 from .queue import AsyncJobQueue, JobQueue
 from .runner import JobRunner
-from .service import ServiceState
+from .service import SERVER_OPTIONS, ServiceState
 
 SERVICES = ("backend", "frontend")
 _IN_FLIGHT_POLL_S = 0.05
@@ -67,7 +67,9 @@ async def serve(cfg: Config, service: str) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, signals.received, signum)
 
-    web_runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    web_runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=5.0, **SERVER_OPTIONS
+    )
     await web_runner.setup()
     site = web.TCPSite(web_runner, cfg.host, cfg.port, shutdown_timeout=5.0)
     try:
