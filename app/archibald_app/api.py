@@ -7,16 +7,24 @@ APP_MAX_BODY_BYTES, 503 with Retry-After for submissions while draining,
 507 with Retry-After when the job database's disk is full (the job was not
 accepted; nothing accepted before is touched).
 Every error names the bad field in `field`.
+
+Idempotent submission (`idempotency`, IETF draft-ietf-httpapi-idempotency-key-header):
+a submission with an `Idempotency-Key` that an earlier one used with the same
+job answers that job again, 202 with the same body and `Idempotent-Replayed:
+true`, and creates nothing; with a different job it answers 422; a malformed
+key answers 400. Only an accepted (202) submission stores its key, so a
+request refused for any reason can be corrected and retried with the same key.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from aiohttp import web
 
-from . import bodies, jobs
-from .queue import STATUSES, AsyncJobQueue, StorageFull
+from . import bodies, idempotency, jobs
+from .queue import STATUSES, AsyncJobQueue, IdempotencyKey, StorageFull, Submitted
 from .runner import JobRunner
 from .service import STATE, ServiceState, error
 from .service import make_app as make_base_app
@@ -31,41 +39,59 @@ _DIGITS = re.compile(r"[0-9]+")
 
 async def submit_job(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
     if state.draining:
-        return web.json_response(
-            {"error": "draining: this instance takes no new jobs", "field": None},
-            status=503,
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        )
+        return error(503, "draining: this instance takes no new jobs", field=None, headers=retry)
     try:
+        key = idempotency.parse(request.headers.getall(idempotency.HEADER, []))
         body = await bodies.read_json(request, state.cfg.max_body_bytes)
+        kind, params = jobs.validate(body, state.cfg.job_max_s)
+    except idempotency.BadKey as exc:
+        return error(400, str(exc), field=idempotency.HEADER)
     except bodies.BadBody as exc:
         return error(exc.status, exc.message, field=exc.field, headers=exc.headers)
-    try:
-        kind, params = jobs.validate(body, state.cfg.job_max_s)
     except jobs.ValidationError as exc:
         return error(422, f"{exc.field} {exc.message}", field=exc.field)
     try:
-        job_id = await request.app[QUEUE].submit(kind, params)
+        done = await _store(request, kind, params, key)
     except StorageFull as exc:
         state.log.event("submit_rejected", level="error", reason="storage_full", error=str(exc))
-        return web.json_response(
-            {
-                "error": "the job store is full (no space left for the job database): "
-                "this job was not accepted; retry later",
-                "field": None,
-            },
-            status=507,
-            headers={"Retry-After": str(RETRY_AFTER_S)},
+        return error(
+            507,
+            "the job store is full (no space left for the job database): "
+            "this job was not accepted; retry later",
+            field=None,
+            headers=retry,
         )
-    state.metrics.jobs.labels(kind=kind, status="submitted").inc()
-    request.app[RUNNER].wake()
-    location = f"/api/jobs/{job_id}"
-    return web.json_response(
-        {"id": job_id, "status": "queued", "url": location},
-        status=202,
-        headers={"Location": location},
-    )
+    if done.outcome == "mismatch":
+        return error(
+            422,
+            f"{idempotency.HEADER} was already used for a different job request:"
+            " use a new key for a new request",
+            field=idempotency.HEADER,
+        )
+    location = f"/api/jobs/{done.job_id}"
+    headers = {"Location": location}
+    if done.outcome == "replayed":
+        headers[idempotency.REPLAYED_HEADER] = "true"
+    else:
+        state.metrics.jobs.labels(kind=kind, status="submitted").inc()
+        request.app[RUNNER].wake()
+    accepted = {"id": done.job_id, "status": "queued", "url": location}
+    return web.json_response(accepted, status=202, headers=headers)
+
+
+async def _store(
+    request: web.Request, kind: str, params: dict[str, Any], key: str | None
+) -> Submitted:
+    """Queue the job; with a key, only if the key does not name a job already."""
+    state, queue = request.app[STATE], request.app[QUEUE]
+    if key is None:
+        return Submitted(await queue.submit(kind, params), "created")
+    stored = IdempotencyKey(key, idempotency.fingerprint(kind, params), state.cfg.idempotency_ttl_s)
+    done = await queue.submit_once(kind, params, stored)
+    state.metrics.idempotent_submissions.labels(outcome=done.outcome).inc()
+    return done
 
 
 async def get_job(request: web.Request) -> web.Response:

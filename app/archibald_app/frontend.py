@@ -19,13 +19,14 @@ SESSION = web.AppKey("session", ClientSession)
 PAGE = web.AppKey("page", bytes)
 # Request headers the relay passes on (the body is relayed as it came, still
 # compressed), and answer headers it passes back.
-_FORWARDED = ("Content-Encoding",)
+_FORWARDED = ("Content-Encoding", "Idempotency-Key")
 _HOP_HEADERS = {
     "content-type",
     "location",
     "retry-after",
     "x-app-color",
     "x-app-version",
+    "idempotent-replayed",
     "accept-post",
     "accept-encoding",
 }

@@ -93,11 +93,16 @@ def poll(
 
 
 def http(
-    method: str, url: str, body: Any = None, timeout: float = 5.0, raw: bytes | None = None
+    method: str,
+    url: str,
+    body: Any = None,
+    timeout: float = 5.0,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], Any]:
     """One request; returns (status, headers, decoded JSON body or text)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method=method)
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
