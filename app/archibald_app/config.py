@@ -49,6 +49,7 @@ class Config:
     job_max_s: float = 30.0
     poll_interval_s: float = 0.2
     metrics_enabled: bool = True
+    idempotency_ttl_s: float = 86400.0
     backend_url: str = ""
     fault_api_error_ratio: float = 0.0
     fault_unhealthy: bool = False
@@ -76,7 +77,7 @@ def _int(name: str, low: int, high: int) -> Callable[[str], int]:
 
 
 def _float(name: str, low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
-    bound = f"a number {'>' if low_open else '>='} {low:g} and <= {high:g}"
+    bound = f"a number {'>' if low_open else '>='} {low:.12g} and <= {high:.12g}"
 
     def parse(raw: str) -> float:
         try:
@@ -174,6 +175,12 @@ def from_env(env: Mapping[str, str] | None = None, *, check_db: bool = True) -> 
         ),
         metrics_enabled=_get(
             env, "APP_METRICS_ENABLED", d.metrics_enabled, _bool("APP_METRICS_ENABLED")
+        ),
+        idempotency_ttl_s=_get(
+            env,
+            "APP_IDEMPOTENCY_TTL_S",
+            d.idempotency_ttl_s,
+            _float("APP_IDEMPOTENCY_TTL_S", 1, 2592000),
         ),
         backend_url=_get(env, "APP_BACKEND_URL", d.backend_url, _url("APP_BACKEND_URL")),
         fault_api_error_ratio=_get(

@@ -17,7 +17,19 @@ from .service import make_app as make_base_app
 
 SESSION = web.AppKey("session", ClientSession)
 PAGE = web.AppKey("page", bytes)
-_HOP_HEADERS = {"content-type", "location", "retry-after", "x-app-color", "x-app-version"}
+# Request headers the relay passes on (the body is relayed as it came, still
+# compressed), and answer headers it passes back.
+_FORWARDED = ("Content-Encoding", "Idempotency-Key")
+_HOP_HEADERS = {
+    "content-type",
+    "location",
+    "retry-after",
+    "x-app-color",
+    "x-app-version",
+    "idempotent-replayed",
+    "accept-post",
+    "accept-encoding",
+}
 
 
 async def index(request: web.Request) -> web.Response:
@@ -30,6 +42,7 @@ async def proxy_api(request: web.Request) -> web.Response:
     url = state.cfg.backend_url + request.rel_url.path_qs
     body = await request.read()
     headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
+    headers.update({name: request.headers[name] for name in _FORWARDED if name in request.headers})
     try:
         async with request.app[SESSION].request(
             request.method, url, data=body or None, headers=headers

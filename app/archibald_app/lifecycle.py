@@ -22,9 +22,9 @@ from . import api, frontend
 from .config import Config
 from .logs import EventLog
 from .metrics import Metrics
-from .queue import AsyncJobQueue, JobQueue
+from .queue import SCHEMA_VERSION, AsyncJobQueue, JobQueue
 from .runner import JobRunner
-from .service import ServiceState
+from .service import SERVER_OPTIONS, ServiceState
 
 SERVICES = ("backend", "frontend")
 _IN_FLIGHT_POLL_S = 0.05
@@ -57,6 +57,13 @@ async def serve(cfg: Config, service: str) -> int:
     runner: JobRunner | None = None
     if service == "backend":
         queue = AsyncJobQueue(JobQueue(cfg.db_path, on_query=metrics.count_query))
+        if queue.sync.migrated_from is not None:
+            log.event(
+                "schema_migrated",
+                db_path=cfg.db_path,
+                from_version=queue.sync.migrated_from,
+                to_version=SCHEMA_VERSION,
+            )
         runner = JobRunner(cfg, queue, metrics, log, instance)
         app = api.make_app(state, queue, runner)
     else:
@@ -67,7 +74,9 @@ async def serve(cfg: Config, service: str) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, signals.received, signum)
 
-    web_runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    web_runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=5.0, **SERVER_OPTIONS
+    )
     await web_runner.setup()
     site = web.TCPSite(web_runner, cfg.host, cfg.port, shutdown_timeout=5.0)
     try:
@@ -91,6 +100,7 @@ async def serve(cfg: Config, service: str) -> int:
         db_path=cfg.db_path if runner else None,
         drain_timeout_s=cfg.drain_timeout_s,
         metrics_enabled=cfg.metrics_enabled,
+        idempotency_ttl_s=cfg.idempotency_ttl_s if runner else None,
     )
 
     await signals.first.wait()

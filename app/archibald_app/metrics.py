@@ -29,6 +29,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 JOB_KINDS = ("sleep", "fail")
 JOB_STATUSES = ("submitted", "done", "retried", "failed", "requeued", "lost")
+IDEMPOTENCY_OUTCOMES = ("created", "replayed", "mismatch")
 
 
 class Metrics:
@@ -92,6 +93,15 @@ class Metrics:
         for kind in JOB_KINDS:
             for status in JOB_STATUSES:
                 self.jobs.labels(kind=kind, status=status)
+        self.idempotent_submissions = Counter(
+            "idempotent_submissions_total",
+            "Submissions with an Idempotency-Key: created a job, replayed the job of an"
+            " earlier request with the same key, or refused (mismatch: key used for another body)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in IDEMPOTENCY_OUTCOMES:
+            self.idempotent_submissions.labels(outcome=outcome)
         self.pool_size = Gauge("worker_pool_size", "Workers in the pool", registry=r)
         self.pool_busy = Gauge("worker_pool_busy", "Workers running a job", registry=r)
         self.pool_acquires = Counter(

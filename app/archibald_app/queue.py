@@ -7,6 +7,17 @@ A holder renews its leases while it works; a job whose holder died comes back
 when the lease expires. `runs` counts every start and `finished_by` names the
 instance that finished the job, so tests can prove "exactly once".
 
+A submission may carry a client's Idempotency-Key: the key, the fingerprint
+of its request and the key's expiry are stored on the job's row, under a
+UNIQUE index, and the look-up and the insert are one transaction, so a key
+names one job across every process and colour. Expired keys are cleared
+(the job stays) by the next keyed submission.
+
+The schema is versioned with `PRAGMA user_version` and brought up to date when
+the queue opens, in one transaction (the other colour waits, then finds it
+done). Migrations only add nullable columns and indexes, so an older release
+keeps working on a newer schema: a rollback needs no down-migration.
+
 `JobQueue` is synchronous (one connection, used from one thread at a time);
 `AsyncJobQueue` runs it on a single dedicated thread for the event loop.
 """
@@ -14,10 +25,11 @@ instance that finished the job, so tests can prove "exactly once".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -47,6 +59,20 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_status_id ON jobs (status, id);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner) WHERE owner IS NOT NULL;
 """
+
+# Migration N brings user_version N-1 to N. Add only: nullable columns, indexes.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 1: the Idempotency-Key of a submission (issue 17)
+        "ALTER TABLE jobs ADD COLUMN idempotency_key TEXT",
+        "ALTER TABLE jobs ADD COLUMN idempotency_hash TEXT",
+        "ALTER TABLE jobs ADD COLUMN idempotency_expires_at REAL",
+        "CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (idempotency_key)"
+        " WHERE idempotency_key IS NOT NULL",
+        "CREATE INDEX jobs_idempotency_expiry ON jobs (idempotency_expires_at)"
+        " WHERE idempotency_key IS NOT NULL",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 _COLUMNS = (
     "id, kind, params, status, attempts, runs, owner, lease_until, created_at,"
@@ -110,6 +136,25 @@ class Job:
         }
 
 
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A client's Idempotency-Key, the fingerprint of its request, how long to keep it."""
+
+    value: str
+    fingerprint: str
+    ttl_s: float
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What a keyed submission did: `created` the job, `replayed` the job an
+    earlier request with the same key and fingerprint created, or found the key
+    taken by a `mismatch`ing request (job_id is then that request's job)."""
+
+    job_id: int
+    outcome: str
+
+
 class StorageFull(Exception):
     """The job database could not be written: its disk (or its size limit) is full."""
 
@@ -142,6 +187,7 @@ class JobQueue:
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._count("schema")
         self._db.executescript(_SCHEMA)
+        self.migrated_from = self._migrate()
 
     def close(self) -> None:
         self._db.close()
@@ -156,20 +202,62 @@ class JobQueue:
         self._count(operation)
         return _WriteTxn(self._db)
 
+    def _migrate(self) -> int | None:
+        """Bring the schema to SCHEMA_VERSION; return the version it had, if it changed."""
+        with self._write("schema"):
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            if version >= SCHEMA_VERSION:  # up to date, or newer: compatible by design
+                return None
+            for statements in _MIGRATIONS[version:]:
+                for statement in statements:
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return version
+
     # --- writes -------------------------------------------------------------------
 
     def submit(self, kind: str, params: dict[str, Any]) -> int:
         """Queue a job; return its id. Raises StorageFull when the disk is full."""
-        try:
-            with self._write("insert"):
-                row = self._db.execute(
-                    "INSERT INTO jobs (kind, params, created_at) VALUES (?, ?, ?) RETURNING id",
-                    (kind, json.dumps(params, separators=(",", ":")), time.time()),
-                ).fetchone()
-        except sqlite3.OperationalError as exc:
-            if is_storage_full(exc):
-                raise StorageFull(str(exc)) from exc
-            raise
+        with _storage_full_is_raised(), self._write("insert"):
+            return self._insert(kind, params, None, time.time())
+
+    def submit_once(self, kind: str, params: dict[str, Any], key: IdempotencyKey) -> Submitted:
+        """Queue a job under a client's Idempotency-Key, unless the key already names one.
+
+        One transaction: clear expired keys, look the key up, insert if it is
+        free. Raises StorageFull when the disk is full.
+        """
+        now = time.time()
+        with _storage_full_is_raised(), self._write("insert"):
+            self._db.execute(
+                "UPDATE jobs SET idempotency_key = NULL, idempotency_hash = NULL,"
+                " idempotency_expires_at = NULL"
+                " WHERE idempotency_key IS NOT NULL AND idempotency_expires_at <= ?",
+                (now,),
+            )
+            row = self._db.execute(
+                "SELECT id, idempotency_hash FROM jobs WHERE idempotency_key = ?", (key.value,)
+            ).fetchone()
+            if row is not None:
+                outcome = "replayed" if row[1] == key.fingerprint else "mismatch"
+                return Submitted(int(row[0]), outcome)
+            return Submitted(self._insert(kind, params, key, now), "created")
+
+    def _insert(
+        self, kind: str, params: dict[str, Any], key: IdempotencyKey | None, now: float
+    ) -> int:
+        row = self._db.execute(
+            "INSERT INTO jobs (kind, params, created_at, idempotency_key, idempotency_hash,"
+            " idempotency_expires_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                kind,
+                json.dumps(params, separators=(",", ":")),
+                now,
+                key.value if key else None,
+                key.fingerprint if key else None,
+                now + key.ttl_s if key else None,
+            ),
+        ).fetchone()
         return int(row[0])
 
     def claim(self, owner: str, lease_s: float, max_attempts: int) -> Job | None:
@@ -282,6 +370,17 @@ class JobQueue:
         return counts
 
 
+@contextlib.contextmanager
+def _storage_full_is_raised() -> Iterator[None]:
+    """Turn SQLite's SQLITE_FULL into StorageFull; other errors pass unchanged."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if is_storage_full(exc):
+            raise StorageFull(str(exc)) from exc
+        raise
+
+
 class _WriteTxn:
     """`BEGIN IMMEDIATE` ... `COMMIT` (or `ROLLBACK` on error) around a block."""
 
@@ -311,6 +410,11 @@ class AsyncJobQueue:
 
     async def submit(self, kind: str, params: dict[str, Any]) -> int:
         return await self._call(self.sync.submit, kind, params)
+
+    async def submit_once(
+        self, kind: str, params: dict[str, Any], key: IdempotencyKey
+    ) -> Submitted:
+        return await self._call(self.sync.submit_once, kind, params, key)
 
     async def claim(self, owner: str, lease_s: float, max_attempts: int) -> Job | None:
         return await self._call(self.sync.claim, owner, lease_s, max_attempts)

@@ -1,7 +1,8 @@
 """What every service (backend and frontend) shares: state, middlewares, /health, /metrics.
 
 - Every answer carries `X-App-Color` and `X-App-Version`.
-- Errors are JSON: `{"error": ..., "field": ...}`.
+- Errors are JSON: `{"error": ..., "field": ...}`. A body whose chunked framing
+  breaks off answers 400: a client fault is never a 5xx.
 - Request metrics (off with APP_METRICS_ENABLED=false) are labelled by route
   template; anything unrouted is "unmatched". `active_operations` is read at
   scrape time (requests in flight + jobs running), costing nothing per request.
@@ -22,6 +23,10 @@ from aiohttp import web
 from .config import Config
 from .logs import EventLog
 from .metrics import CONTENT_TYPE_LATEST, Metrics
+
+# Options of the HTTP server (AppRunner, and TestServer in the tests). Request
+# bodies are decompressed by `bodies`, so a broken one answers a JSON 400.
+SERVER_OPTIONS: dict[str, Any] = {"auto_decompress": False}
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -47,9 +52,11 @@ class ServiceState:
 STATE = web.AppKey("state", ServiceState)
 
 
-def error(status: int, message: str, **fields: Any) -> web.Response:
+def error(
+    status: int, message: str, *, headers: dict[str, str] | None = None, **fields: Any
+) -> web.Response:
     """A JSON error answer."""
-    return web.json_response({"error": message, **fields}, status=status)
+    return web.json_response({"error": message, **fields}, status=status, headers=headers)
 
 
 def _route_of(request: web.Request) -> str:
@@ -96,6 +103,9 @@ def _core_middleware(state: ServiceState) -> Any:
                     record(request, exc.status, start)
                 raise
             response = error(exc.status, exc.reason)
+        except web.RequestPayloadError as exc:  # a chunked body that breaks off
+            response = error(400, f"the request body could not be read: {exc}", field="body")
+            response.force_close()  # what is left of the body cannot be framed: say so
         except Exception as exc:
             state.log.event("request_error", level="error", path=request.path, error=repr(exc))
             response = error(500, "internal error")

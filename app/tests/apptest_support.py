@@ -1,7 +1,11 @@
-"""Shared helpers: real server processes on free loopback ports, bounded polling."""
+"""Shared helpers: the backend in process, real server processes on free loopback
+ports, bounded polling."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -11,14 +15,61 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from archibald_app import api
+from archibald_app.config import Config
+from archibald_app.logs import EventLog
+from archibald_app.metrics import Metrics
+from archibald_app.queue import AsyncJobQueue, JobQueue
+from archibald_app.runner import JobRunner
+from archibald_app.service import SERVER_OPTIONS, ServiceState
 
 APP_DIR = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
+Scenario = Callable[[TestClient, ServiceState], Awaitable[None]]
+
+
+def backend_config(tmp_path: Path, **overrides: Any) -> Config:
+    """The test backend's settings: a database in `tmp_path`, colour blue, version v7."""
+    base = Config(db_path=str(tmp_path / "j.db"), color="blue", version="v7")
+    return dataclasses.replace(base, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def in_process_backend(
+    cfg: Config, **client_options: Any
+) -> AsyncIterator[tuple[TestClient, ServiceState]]:
+    """The backend app behind aiohttp's test server; the runner is not started, so
+    submitted jobs stay queued."""
+    with open(os.devnull, "w") as devnull:
+        log = EventLog(stream=devnull)
+        metrics = Metrics(service="backend", color=cfg.color, version=cfg.version)
+        state = ServiceState(cfg=cfg, service="backend", metrics=metrics, log=log, instance="t")
+        queue = AsyncJobQueue(JobQueue(cfg.db_path, on_query=metrics.count_query))
+        runner = JobRunner(cfg, queue, metrics, log, "t")
+        try:
+            app = api.make_app(state, queue, runner)
+            server = TestServer(app)
+            await server.start_server(**SERVER_OPTIONS)  # TestServer() would drop them
+            async with TestClient(server, **client_options) as client:
+                yield client, state
+        finally:
+            await queue.close()
+
+
+def run_backend(tmp_path: Path, scenario: Scenario, **overrides: Any) -> None:
+    """Run `scenario` against the in-process backend, with `overrides` of its Config."""
+
+    async def main() -> None:
+        async with in_process_backend(backend_config(tmp_path, **overrides)) as (client, state):
+            await scenario(client, state)
+
+    asyncio.run(main())
 
 
 def free_port() -> int:
@@ -42,11 +93,16 @@ def poll(
 
 
 def http(
-    method: str, url: str, body: Any = None, timeout: float = 5.0, raw: bytes | None = None
+    method: str,
+    url: str,
+    body: Any = None,
+    timeout: float = 5.0,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], Any]:
     """One request; returns (status, headers, decoded JSON body or text)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method=method)
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:

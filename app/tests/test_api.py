@@ -3,41 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import Awaitable, Callable
+import gzip
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from archibald_app import api, frontend
+from apptest_support import run_backend
+from archibald_app import frontend
 from archibald_app.config import Config
 from archibald_app.logs import EventLog
 from archibald_app.metrics import Metrics
-from archibald_app.queue import AsyncJobQueue, JobQueue
-from archibald_app.runner import JobRunner
 from archibald_app.service import ServiceState
 
-Scenario = Callable[[TestClient, ServiceState], Awaitable[None]]
-
-
-def run_backend(tmp_path: Path, scenario: Scenario, **overrides: Any) -> None:
-    """Build the backend app (runner not started: jobs stay queued) and run `scenario`."""
-    cfg = dataclasses.replace(
-        Config(db_path=str(tmp_path / "j.db"), color="blue", version="v7"), **overrides
-    )
-
-    async def main() -> None:
-        log = EventLog(stream=open("/dev/null", "w"))  # noqa: SIM115
-        metrics = Metrics(service="backend", color=cfg.color, version=cfg.version)
-        state = ServiceState(cfg=cfg, service="backend", metrics=metrics, log=log, instance="t")
-        queue = AsyncJobQueue(JobQueue(cfg.db_path, on_query=metrics.count_query))
-        runner = JobRunner(cfg, queue, metrics, log, "t")
-        async with TestClient(TestServer(api.make_app(state, queue, runner))) as client:
-            await scenario(client, state)
-        await queue.close()
-
-    asyncio.run(main())
+JSON = {"Content-Type": "application/json"}
 
 
 def test_submit_and_read(tmp_path: Path) -> None:
@@ -73,23 +52,130 @@ def test_submit_and_read(tmp_path: Path) -> None:
         (b'{"kind": "sleep", "params": {"seconds": 1, "x": 2}}', 422, "params.x"),
         (b'{"kind": "fail", "params": {"message": 5}}', 422, "params.message"),
         (b'{"kind": "fail", "extra": 1}', 422, "extra"),
+        (b"", 400, "body"),
+        (b"\xff\xfe{}", 400, "body"),  # not UTF-8
+        ('{"kind": "sleep"}'.encode("utf-16"), 400, "body"),
+        (b"\xef\xbb\xbf{}", 400, "body"),  # a byte order mark
+        (b'{"kind": "sleep", "params": {"seconds": NaN}}', 400, "body"),
+        (b'{"kind": "sleep", "params": {"seconds": Infinity}}', 400, "body"),
+        (b'{"kind": "sleep", "params": {"seconds": -Infinity}}', 400, "body"),
+        (b'{"kind": "sleep", "params": {"seconds": 1e999}}', 400, "body"),
+        (b'{"kind": "sleep", "params": {"seconds": ' + b"9" * 400 + b"}}", 400, "body"),
+        (b'{"kind": "sleep", "params": {"seconds": 1e300}}', 422, "params.seconds"),
+        (b'{"kind": "fail", "params": {"message": "\\ud800"}}', 400, "body"),
+        (b'{"kind": "fail", "params": {"message": "\\ud83d\\ude00"}}', 202, None),
+        (b'{"kind": "fail", "x": ' + b"[" * 31 + b"]" * 31 + b"}", 422, "x"),  # 32 deep
+        (b'{"kind": "fail", "x": "' + b"[" * 40 + b'"}', 422, "x"),  # brackets in a string
+        (b"[" * 33 + b"]" * 33, 400, "body"),
+        (b'{"a":' * 33 + b"1" + b"}" * 33, 400, "body"),
+        (b'{"kind": "sleep", "params": {"seconds": 1}} trailing', 400, "body"),
     ],
 )
-def test_submit_validation(tmp_path: Path, body: bytes, status: int, field: str) -> None:
+def test_submit_validation(tmp_path: Path, body: bytes, status: int, field: str | None) -> None:
     async def scenario(client: TestClient, state: ServiceState) -> None:
-        r = await client.post("/api/jobs", data=body, headers={"Content-Type": "application/json"})
-        assert r.status == status
+        r = await client.post("/api/jobs", data=body, headers=JSON)
+        assert r.status == status, await r.text()
         answer = await r.json()
-        assert answer["field"] == field
-        assert field in answer["error"]
+        if field is not None:
+            assert answer["field"] == field
+            assert field in answer["error"]
 
     run_backend(tmp_path, scenario)
+
+
+ANSWERED_500_BEFORE_ISSUE_12 = [
+    # A JSON body 1,000 brackets deep (1 KB): json.loads raises RecursionError.
+    pytest.param("POST", "/api/jobs", b"[" * 1000, {}, id="nested-1000-deep"),
+    pytest.param("POST", "/api/jobs", b'{"a":' * 1000, {}, id="objects-1000-deep"),
+    # A body that says it is gzip and is not: aiohttp's decompression raised
+    # RequestPayloadError in the handler (now `bodies` decompresses it).
+    pytest.param("POST", "/api/jobs", b"{}", {"Content-Encoding": "gzip"}, id="bad-gzip"),
+    # 5,000 digits pass isdigit() and make int() raise ValueError.
+    pytest.param("GET", "/api/jobs?offset=" + "9" * 5000, None, {}, id="offset-5000-digits"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "headers"), ANSWERED_500_BEFORE_ISSUE_12)
+def test_client_faults_answer_4xx_not_500(
+    tmp_path: Path, method: str, path: str, body: bytes | None, headers: dict[str, str]
+) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        headers.setdefault("Content-Type", "application/json")
+        headers["Connection"] = "close"  # a payload error closes the connection
+        r = await client.request(method, path, data=body, headers=headers)
+        assert 400 <= r.status < 500, (r.status, await r.text())
+        assert "error" in await r.json()
+        text = await (await client.get("/metrics")).text()
+        assert 'status_code="500"' not in text
+
+    run_backend(tmp_path, scenario)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "field", "advice"),
+    [
+        ({}, 415, "Content-Type", ("Accept-Post", "application/json")),
+        ({"Content-Type": "text/plain"}, 415, "Content-Type", ("Accept-Post", "application/json")),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, 415, "Content-Type", None),
+        ({"Content-Type": "application/json; charset=latin-1"}, 415, "Content-Type", None),
+        ({"Content-Type": "application/jsonx"}, 415, "Content-Type", None),
+        ({"Content-Type": ";;;==="}, 415, "Content-Type", None),
+        (
+            {"Content-Type": "application/json", "Content-Encoding": "compress"},
+            415,
+            "Content-Encoding",
+            ("Accept-Encoding", "gzip, deflate"),
+        ),
+        (
+            {"Content-Type": "application/json", "Content-Encoding": "gzip, gzip"},
+            415,
+            "Content-Encoding",
+            None,
+        ),
+        ({"Content-Type": "Application/JSON; charset=UTF-8"}, 202, None, None),
+        ({"Content-Type": "application/vnd.archibald+json"}, 202, None, None),
+        ({"Content-Type": "application/json", "Content-Encoding": "identity"}, 202, None, None),
+    ],
+)
+def test_submit_media_type(
+    tmp_path: Path,
+    headers: dict[str, str],
+    status: int,
+    field: str | None,
+    advice: tuple[str, str] | None,
+) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        body = b'{"kind": "sleep", "params": {"seconds": 0}}'
+        r = await client.post(
+            "/api/jobs", data=body, headers=headers, skip_auto_headers=["Content-Type"]
+        )
+        assert r.status == status, await r.text()
+        answer = await r.json()
+        if field is not None:
+            assert answer["field"] == field and field in answer["error"]
+        if advice is not None:
+            assert r.headers[advice[0]] == advice[1]
+
+    run_backend(tmp_path, scenario)
+
+
+def test_gzip_bodies_are_read_and_bombs_are_413(tmp_path: Path) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        good = gzip.compress(b'{"kind": "sleep", "params": {"seconds": 0}}')
+        assert (await client.post("/api/jobs", data=good, headers=headers)).status == 202
+        bomb = gzip.compress(b'{"kind": "' + b" " * 100_000 + b'"}')
+        assert len(bomb) < 1024
+        r = await client.post("/api/jobs", data=bomb, headers=headers)
+        assert r.status == 413 and (await r.json())["field"] == "body"
+
+    run_backend(tmp_path, scenario, max_body_bytes=1024)
 
 
 def test_body_over_limit_is_413(tmp_path: Path) -> None:
     async def scenario(client: TestClient, state: ServiceState) -> None:
         big = b'{"kind": "sleep", "params": {"seconds": 1}, "pad": "' + b"x" * 2000 + b'"}'
-        r = await client.post("/api/jobs", data=big)
+        r = await client.post("/api/jobs", data=big, headers=JSON)
         assert r.status == 413
         assert (await r.json())["field"] == "body"
 
@@ -97,7 +183,7 @@ def test_body_over_limit_is_413(tmp_path: Path) -> None:
             for _ in range(20):
                 yield b" " * 200
 
-        r = await client.post("/api/jobs", data=chunks())
+        r = await client.post("/api/jobs", data=chunks(), headers=JSON)
         assert r.status == 413
 
     run_backend(tmp_path, scenario, max_body_bytes=1024)
@@ -111,13 +197,38 @@ def test_body_over_limit_is_413(tmp_path: Path) -> None:
         ("?limit=501", 400, "limit"),
         ("?offset=-1", 400, "offset"),
         ("?limit=x", 400, "limit"),
+        ("?limit=abc", 400, "limit"),
+        ("?limit=-1", 400, "limit"),
+        ("?limit=1.5", 400, "limit"),
+        ("?limit=" + "1" + "0" * 30, 400, "limit"),
+        ("?limit=%D9%A3", 400, "limit"),  # an Arabic-Indic 3: isdigit() but not ASCII
+        ("?limit=1&limit=2", 400, "limit"),
+        ("?limit=%00", 400, "limit"),
+        ("?offset=" + "9" * 5000, 400, "offset"),
+        ("?status=done&status=failed", 400, "status"),
+        ("?status=%FF", 400, "status"),
+        ("?limit=", 200, None),
+        ("?unknown=1", 200, None),
     ],
 )
-def test_list_validation(tmp_path: Path, query: str, status: int, field: str) -> None:
+def test_list_validation(tmp_path: Path, query: str, status: int, field: str | None) -> None:
     async def scenario(client: TestClient, state: ServiceState) -> None:
         r = await client.get("/api/jobs" + query)
         assert r.status == status
-        assert (await r.json())["field"] == field
+        assert (await r.json()).get("field") == field
+
+    run_backend(tmp_path, scenario)
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    ["x", "-1", "0", "00", "1.0", "1e3", "%D9%A3", "%00", "9" * 19, "9" * 5000, "1%20", "%FF"],
+)
+def test_bad_job_ids_are_400(tmp_path: Path, job_id: str) -> None:
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        r = await client.get("/api/jobs/" + job_id)
+        assert r.status == 400, await r.text()
+        assert (await r.json())["field"] == "id"
 
     run_backend(tmp_path, scenario)
 

@@ -18,6 +18,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert (cfg.port, cfg.workers, cfg.drain_timeout_s, cfg.host) == (8000, 4, 60.0, "0.0.0.0")
     assert cfg.metrics_enabled is True
     assert cfg.fault_api_error_ratio == 0.0
+    assert cfg.idempotency_ttl_s == 86400.0  # 24 hours
 
 
 @pytest.mark.parametrize(
@@ -34,6 +35,7 @@ def test_defaults(tmp_path: Path) -> None:
         ("APP_FAULT_UNHEALTHY", "1", "fault_unhealthy", True),
         ("APP_BACKEND_URL", "http://127.0.0.1:8000/", "backend_url", "http://127.0.0.1:8000"),
         ("APP_PORT", "", "port", 8000),
+        ("APP_IDEMPOTENCY_TTL_S", "3600", "idempotency_ttl_s", 3600.0),
     ],
 )
 def test_good_values(tmp_path: Path, name: str, value: str, attr: str, expected: object) -> None:
@@ -56,6 +58,9 @@ def test_good_values(tmp_path: Path, name: str, value: str, attr: str, expected:
         ("APP_DB_PATH", "/nonexistent/dir/j.db", r"APP_DB_PATH=.*existing directory"),
         ("APP_BACKEND_URL", "backend:8000", r"APP_BACKEND_URL='backend:8000': expected an http"),
         ("APP_MAX_ATTEMPTS", "-1", r"APP_MAX_ATTEMPTS='-1'"),
+        ("APP_IDEMPOTENCY_TTL_S", "0", r"APP_IDEMPOTENCY_TTL_S='0': expected a number >= 1"),
+        ("APP_IDEMPOTENCY_TTL_S", "1day", r"APP_IDEMPOTENCY_TTL_S='1day'"),
+        ("APP_IDEMPOTENCY_TTL_S", "2592001", r"APP_IDEMPOTENCY_TTL_S=.*<= 2592000"),
     ],
 )
 def test_bad_values(tmp_path: Path, name: str, value: str, match: str) -> None:

@@ -18,3 +18,9 @@ def test_job_counters_start_at_zero() -> None:
 def test_process_metrics_are_exported() -> None:
     text = metrics.Metrics(version="v1", color="blue", service="frontend").render().decode()
     assert "process_start_time_seconds " in text
+
+
+def test_idempotency_outcomes_start_at_zero() -> None:
+    text = metrics.Metrics(version="v1", color="blue", service="backend").render().decode()
+    for outcome in metrics.IDEMPOTENCY_OUTCOMES:
+        assert f'idempotent_submissions_total{{outcome="{outcome}"}} 0.0' in text

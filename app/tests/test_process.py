@@ -165,8 +165,12 @@ def test_frontend_serves_page_and_relays_api(spawn: Spawn) -> None:
     status, headers, page = front.get("/")
     assert status == 200 and "<title>Archibald jobs</title>" in page
     assert headers["X-App-Version"] == "v3"
-    status, _, body = front.post("/api/jobs", {"kind": "sleep", "params": {"seconds": 0}})
+    job = {"kind": "sleep", "params": {"seconds": 0}}
+    key = {"Idempotency-Key": "relayed-key-0123456789"}
+    status, _, body = http("POST", front.base + "/api/jobs", job, headers=key)
     assert status == 202
+    status, headers, again = http("POST", front.base + "/api/jobs", job, headers=key)
+    assert (status, again["id"], headers["Idempotent-Replayed"]) == (202, body["id"], "true")
     poll(lambda: backend.get(f"/api/jobs/{body['id']}")[2]["status"] == "done", 5, what="done")
     status, _, body = http("GET", front.base + "/metrics")
     assert 'service="frontend"' in body and 'route="/api/{tail}"' in body
