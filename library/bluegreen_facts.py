@@ -11,8 +11,8 @@ description:
   - Reads what the host really has, and changes nothing. The record (C(state.json)), the release
     lock, the retirement deadlines and the upstream file from the app's directory and nginx's
     configuration; the colour and version nginx answers with on the health path (through the
-    edge, as a user reaches it); and the containers of each colour (their C(docker inspect)
-    documents, passed in O(containers) from C(community.docker.docker_container_info)).
+    edge, as a user reaches it); and the containers of each colour, passed in O(containers) from
+    C(community.docker.docker_host_info) (or C(docker inspect) documents).
   - Reports drift in words, where these disagree (for example nginx serving a colour that the
     record does not name as active, an upstream file that nginx has not loaded, containers
     running while the record is empty, a version or image that differs from the record).
@@ -64,7 +64,8 @@ options:
     type: float
     default: 5
   containers:
-    description: C(docker inspect) documents of the app's containers (any colour).
+    description: The app's containers, as the container list of C(docker_host_info) with
+      C(verbose_output) gives them, or as C(docker inspect) documents.
     type: list
     elements: dict
     default: []
@@ -94,7 +95,7 @@ EXAMPLES = r"""
     upstreams_file: /etc/nginx/archibald/upstreams.conf
     edge_url: https://127.0.0.1
     edge_host: formicanera.com
-    containers: "{{ container_info.results | selectattr('exists') | map(attribute='container') }}"
+    containers: "{{ host_info.containers }}"
     request:
       action: release
       version: "{{ app_version }}"

@@ -486,25 +486,42 @@ def parse_marker(text: str | None) -> dict[str, Any] | None:
 # --- observation -----------------------------------------------------------
 
 
-def summarize_container(inspect: Mapping[str, Any]) -> dict[str, Any]:
-    """The facts of one container (a `docker inspect` document) that the engine uses."""
-    config = inspect.get("Config") or {}
-    labels = config.get("Labels") or {}
-    state = inspect.get("State") or {}
+def summarize_container(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts of one container that the engine uses.
+
+    ``doc`` is a ``docker inspect`` document or an entry of the container list
+    (``docker ps``, community.docker.docker_host_info with verbose_output); the
+    list has no restart count or start time, which are then null.
+    """
+    if "Config" in doc:
+        config = doc.get("Config") or {}
+        labels = config.get("Labels") or {}
+        state = doc.get("State") or {}
+        name = str(doc.get("Name", ""))
+        image, image_id = config.get("Image"), doc.get("Image")
+        running, restarting = bool(state.get("Running")), bool(state.get("Restarting"))
+        restarts: int | None = int(doc.get("RestartCount") or 0)
+        started, exit_code = state.get("StartedAt"), state.get("ExitCode")
+    else:
+        labels = doc.get("Labels") or {}
+        name = str((doc.get("Names") or [""])[0])
+        image, image_id = doc.get("Image"), doc.get("ImageID")
+        running, restarting = doc.get("State") == "running", doc.get("State") == "restarting"
+        restarts, started, exit_code = None, None, None
     return {
-        "name": str(inspect.get("Name", "")).lstrip("/"),
+        "name": name.lstrip("/"),
         "color": labels.get(LABEL + "color"),
         "service": labels.get(LABEL + "service"),
         "version": labels.get(LABEL + "version"),
         "digest": labels.get(LABEL + "digest"),
         "config": labels.get(LABEL + "config"),
-        "image": config.get("Image"),
-        "image_id": inspect.get("Image"),
-        "running": bool(state.get("Running")),
-        "restarting": bool(state.get("Restarting")),
-        "restart_count": int(inspect.get("RestartCount") or 0),
-        "started_at": state.get("StartedAt"),
-        "exit_code": state.get("ExitCode"),
+        "image": image,
+        "image_id": image_id,
+        "running": running,
+        "restarting": restarting,
+        "restart_count": restarts,
+        "started_at": started,
+        "exit_code": exit_code,
     }
 
 
@@ -526,7 +543,7 @@ def colors_of(
             "version": versions.pop() if len(versions) == 1 else None,
             "image_id": image_ids.pop() if len(image_ids) == 1 else None,
             "config": configs.pop() if len(configs) == 1 else None,
-            "restart_count": sum(c.get("restart_count", 0) for c in mine.values()),
+            "restarting": any(c.get("restarting") for c in mine.values()),
         }
     return out
 

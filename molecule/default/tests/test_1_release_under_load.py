@@ -122,6 +122,10 @@ def test_release_and_rollback_under_load(host: Any) -> None:
     rb = marks["rollback"]
     mixed = [s for s in samples if green and green[0] < s[0] < rb and s[2] != "green"]
     overlap_ms = (mixed[-1][0] - green[0]) * 1000 if mixed else 0.0
+    # Rollback as the person on call sees it: from the command to the first
+    # answer of the old colour through nginx.
+    back = [s[0] for s in samples if s[0] > rb and s[2] == "blue"]
+    rollback_to_traffic_s = back[0] - rb if back else float("nan")
     print("\n=== release under load ===")
     print(
         f"hey: {total} requests, {result['rps']:.0f} req/s, status codes {result['codes']}, "
@@ -133,7 +137,8 @@ def test_release_and_rollback_under_load(host: Any) -> None:
     print(f"after rollback    {phase(samples, marks['rolled_back'], marks['end'])}")
     print(
         f"timings: release {release_s:.1f} s (target <= 60), rollback {rollback_s:.1f} s "
-        f"(target <= 15), flip {flip_ms:.0f} ms between the last blue and first green answer "
+        f"(target <= 15), rollback command to traffic on blue {rollback_to_traffic_s:.1f} s "
+        f"(target <= 10), flip {flip_ms:.0f} ms between the last blue and first green answer "
         f"(target < 1000), {len(mixed)} blue answers after the first green one, "
         f"over {overlap_ms:.0f} ms"
     )

@@ -57,7 +57,9 @@ def test_second_release_is_refused_while_one_runs(host: Any) -> None:
     )
     try:
         wait_for("the first release to take the lock", lambda: host.file(LOCK).exists, 180, 0.2)
-        rc, out, _ = run_playbook("release.yml", "-e", "app_version=v2")
+        rc, out, _ = run_playbook(
+            "release.yml", "-e", "app_version=v2", "-e", "bluegreen_lock_wait_s=0"
+        )
         print(f"\n[concurrent] second release refused: rc={rc}")
         assert rc != 0, out[-2000:]
         assert "is held by" in out, out[-3000:]
@@ -161,6 +163,5 @@ def test_nginx_config_error_keeps_traffic(host: Any) -> None:
     assert serving() == before
     assert host.file(STATE).content_string == before_state
     assert (
-        f"Active colour: {before[0]}"
-        in host.file("/etc/nginx/archibald/upstreams.conf").content_string
+        f'"color": "{before[0]}"' in host.file("/etc/nginx/archibald/upstreams.conf").content_string
     )

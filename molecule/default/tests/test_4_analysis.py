@@ -37,27 +37,54 @@ def other_version(host: Any) -> str:
     return "v3" if active_version != "v3" else "v2"
 
 
-def test_healthy_release_passes_its_analysis(host: Any) -> None:
-    prober = Prober("/api/jobs?limit=1")
-    prober.start()
+def test_healthy_release_passes_its_analysis_under_a_flood_of_malformed_requests(
+    host: Any,
+) -> None:
+    # Clients can send anything; their mistakes are 4xx and must never count as
+    # the new colour's faults, or a flood of them would roll a healthy release back.
+    flood = subprocess.Popen(
+        [
+            "hey",
+            "-z",
+            "200s",
+            "-c",
+            "2",
+            "-q",
+            "10",
+            "-m",
+            "POST",
+            "-T",
+            "application/json",
+            "-d",
+            '{"kind": [[[',
+            "-host",
+            "localhost",
+            f"{EDGE}/api/jobs",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        version = other_version(host)
-        rc, out, elapsed = run_playbook(
-            "release.yml", "-e", f"app_version={version}", *HEALTHY_ANALYSIS
-        )
+        with Prober("/api/jobs?limit=1") as prober:
+            version = other_version(host)
+            rc, out, elapsed = run_playbook(
+                "release.yml", "-e", f"app_version={version}", *HEALTHY_ANALYSIS
+            )
     finally:
-        prober.stop.set()
-        prober.join(10)
+        flood.send_signal(signal.SIGINT)
+        flood_out, _ = flood.communicate(timeout=60)
     assert rc == 0, out[-3000:]
     verdict = re.search(rf"Analysis of {version} on \w+:\s+(\w+)", out)
     assert verdict, out[-3000:]
     assert verdict.group(1) == "pass", f"analysis verdict {verdict.group(1)}:\n{out[-3000:]}"
-    bad = prober.failed()
+    codes = parse_hey(flood_out)["codes"]
     print(
         f"\n[analysis] healthy release of {version} passed in {elapsed:.0f} s; "
-        f"{len(prober.samples)} API probes, {len(bad)} failed"
+        f"{prober.summary()}; malformed flood answered {codes}"
     )
-    assert not bad
+    assert not prober.failed()
+    assert codes and all(400 <= c < 500 for c in codes), codes
 
 
 def test_bad_release_rolls_back_by_itself(host: Any) -> None:

@@ -247,7 +247,7 @@ def test_unreachable_registry_fails_before_traffic_moves(host: Any) -> None:
     print(f"\n[registry unreachable] release refused after {elapsed:.1f} s, rc={rc}")
     assert rc != 0, out[-2000:]
     assert f"Could not pull registry:5000/archibald/app:{tag}" in out, out[-3000:]
-    assert "traffic still goes to" in out
+    assert "traffic was not touched" in out
     assert serving() == before
     assert host.file(f"{STATE_DIR}/state.json").content_string == before_state
 

@@ -550,3 +550,18 @@ def test_plan_repair_only_with_drift() -> None:
         "from_version": "v1",
         "from_digest": "sha256:v1",
     }
+
+
+def test_a_container_list_entry_gives_the_same_facts_as_inspect() -> None:
+    listed = {
+        "Names": ["/archibald-backend-blue"],
+        "Image": "registry/app@sha256:v1",
+        "ImageID": "img-v1",
+        "State": "running",
+        "Labels": container("blue", "backend", "v1")["Config"]["Labels"],
+    }
+    from_list = core.summarize_container(listed)
+    from_inspect = core.summarize_container(container("blue", "backend", "v1"))
+    same = ("name", "color", "service", "version", "digest", "config", "image", "image_id")
+    assert {k: from_list[k] for k in same} == {k: from_inspect[k] for k in same}
+    assert from_list["running"] and from_list["restart_count"] is None
