@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import ssl
 import subprocess
 import threading
@@ -64,6 +65,19 @@ def run_playbook(name: str, *extra: str) -> tuple[int, str, float]:
     output = flat(result.stdout + result.stderr)
     print(f"[playbook] {name} {' '.join(extra)} -> rc={result.returncode} in {elapsed:.1f} s")
     return result.returncode, output, elapsed
+
+
+def start_playbook(name: str, *extra: str) -> subprocess.Popen[str]:
+    """Run a playbook in the background, in its own process group (killable as a whole)."""
+    return subprocess.Popen(
+        playbook_cmd(name, *extra),
+        cwd=ROOT,
+        env=playbook_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def flat(text: str) -> str:
@@ -180,6 +194,34 @@ def running_colors(host: Any) -> dict[str, bool]:
         color, _service = line.split()
         found[color] = True
     return found
+
+
+def hey(
+    seconds: int,
+    rate_per_worker: int = 25,
+    workers: int = 4,
+    path: str = "/api/jobs?limit=1",
+    *extra: str,
+) -> subprocess.Popen[str]:
+    """Bounded load through nginx with hey: `workers` x `rate_per_worker` req/s for at most
+    `seconds` (stop it early with SIGINT; parse its output with parse_hey)."""
+    return subprocess.Popen(
+        [
+            *("hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate_per_worker)),
+            *extra,
+            *("-host", "localhost", f"{EDGE}{path}"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def stop_hey(load: subprocess.Popen[str]) -> str:
+    """Stop hey (it prints its summary on SIGINT) and return its output."""
+    load.send_signal(signal.SIGINT)
+    out, _ = load.communicate(timeout=60)
+    return out
 
 
 def parse_hey(output: str) -> dict[str, Any]:

@@ -8,21 +8,20 @@ release, rollback and flip timings.
 
 from __future__ import annotations
 
-import signal
 import statistics
-import subprocess
 import threading
 import time
 from typing import Any
 
 from conftest import (
-    EDGE,
     Prober,
     edge,
+    hey,
     parse_hey,
     post_job,
     read_state,
     run_playbook,
+    stop_hey,
     wait_for,
 )
 
@@ -61,23 +60,7 @@ def test_release_and_rollback_under_load(host: Any) -> None:
     before = read_state(host)
     assert before["active"] == "blue" and before["colors"]["blue"]["version"] == "v1"
 
-    hey = subprocess.Popen(
-        [
-            "hey",
-            "-z",
-            f"{HEY_MAX_S}s",
-            "-c",
-            str(HEY_CONCURRENCY),
-            "-q",
-            str(HEY_RATE_PER_WORKER),
-            "-host",
-            "localhost",
-            f"{EDGE}/api/jobs?limit=1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    load = hey(HEY_MAX_S, HEY_RATE_PER_WORKER, HEY_CONCURRENCY)
     prober, submitter = Prober(), Submitter()
     prober.start()
     submitter.start()
@@ -100,8 +83,7 @@ def test_release_and_rollback_under_load(host: Any) -> None:
         time.sleep(max(0.0, needed_s - (time.monotonic() - marks["start"])))
     finally:
         marks["end"] = time.monotonic()
-        hey.send_signal(signal.SIGINT)
-        hey_out, _ = hey.communicate(timeout=60)
+        hey_out = stop_hey(load)
         prober.stop.set()
         submitter.stop.set()
         prober.join(10)

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from typing import Any
 
 import pytest
 from conftest import (
     LOCK,
-    ROOT,
     STATE,
     STATE_DIR,
-    playbook_cmd,
-    playbook_env,
     read_state,
     run_playbook,
     serving,
+    start_playbook,
     wait_for,
 )
 
@@ -47,14 +44,7 @@ def test_bad_image_is_not_switched_to(host: Any, version: str, why: str) -> None
 
 
 def test_second_release_is_refused_while_one_runs(host: Any) -> None:
-    first = subprocess.Popen(
-        playbook_cmd("release.yml", "-e", "app_version=v3"),
-        cwd=ROOT,
-        env=playbook_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    first = start_playbook("release.yml", "-e", "app_version=v3")
     try:
         wait_for("the first release to take the lock", lambda: host.file(LOCK).exists, 180, 0.2)
         rc, out, _ = run_playbook(

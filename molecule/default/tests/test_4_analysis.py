@@ -5,23 +5,20 @@ Prometheus; a bad release under load rolls back by itself and is marked bad.
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
 import threading
 import time
 from typing import Any
 
 from conftest import (
-    EDGE,
-    ROOT,
     Prober,
     edge,
+    hey,
     parse_hey,
-    playbook_cmd,
-    playbook_env,
     post_job,
     read_state,
     run_playbook,
+    start_playbook,
+    stop_hey,
     wait_for,
 )
 
@@ -42,28 +39,8 @@ def test_healthy_release_passes_its_analysis_under_a_flood_of_malformed_requests
 ) -> None:
     # Clients can send anything; their mistakes are 4xx and must never count as
     # the new colour's faults, or a flood of them would roll a healthy release back.
-    flood = subprocess.Popen(
-        [
-            "hey",
-            "-z",
-            "200s",
-            "-c",
-            "2",
-            "-q",
-            "10",
-            "-m",
-            "POST",
-            "-T",
-            "application/json",
-            "-d",
-            '{"kind": [[[',
-            "-host",
-            "localhost",
-            f"{EDGE}/api/jobs",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    flood = hey(
+        200, 10, 2, "/api/jobs", "-m", "POST", "-T", "application/json", "-d", '{"kind": [[['
     )
     try:
         with Prober("/api/jobs?limit=1") as prober:
@@ -72,8 +49,7 @@ def test_healthy_release_passes_its_analysis_under_a_flood_of_malformed_requests
                 "release.yml", "-e", f"app_version={version}", *HEALTHY_ANALYSIS
             )
     finally:
-        flood.send_signal(signal.SIGINT)
-        flood_out, _ = flood.communicate(timeout=60)
+        flood_out = stop_hey(flood)
     assert rc == 0, out[-3000:]
     verdict = re.search(rf"Analysis of {version} on \w+:\s+(\w+)", out)
     assert verdict, out[-3000:]
@@ -90,23 +66,7 @@ def test_healthy_release_passes_its_analysis_under_a_flood_of_malformed_requests
 def test_bad_release_rolls_back_by_itself(host: Any) -> None:
     before = read_state(host)
     good = before["active"]
-    hey = subprocess.Popen(
-        [
-            "hey",
-            "-z",
-            "300s",
-            "-c",
-            "4",
-            "-q",
-            "25",
-            "-host",
-            "localhost",
-            f"{EDGE}/api/jobs?limit=1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    load = hey(300, 25, 4)
     prober = Prober("/api/jobs?limit=1")
     prober.start()
     accepted: list[str] = []
@@ -129,8 +89,7 @@ def test_bad_release_rolls_back_by_itself(host: Any) -> None:
     finally:
         stop.set()
         prober.stop.set()
-        hey.send_signal(signal.SIGINT)
-        hey_out, _ = hey.communicate(timeout=60)
+        hey_out = stop_hey(load)
         prober.join(10)
         submitter.join(10)
     assert rc != 0, out[-3000:]
@@ -177,14 +136,7 @@ def test_bad_release_rolls_back_by_itself(host: Any) -> None:
 def test_prometheus_down_during_analysis_fails_safely(host: Any) -> None:
     before = read_state(host)
     version = other_version(host)
-    release = subprocess.Popen(
-        playbook_cmd("release.yml", "-e", f"app_version={version}", *ANALYSIS),
-        cwd=ROOT,
-        env=playbook_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    release = start_playbook("release.yml", "-e", f"app_version={version}", *ANALYSIS)
     try:
         wait_for("the switch", lambda: read_state(host)["active"] != before["active"], 180, 0.5)
         host.check_output("systemctl stop prometheus")

@@ -13,10 +13,10 @@ import time
 from typing import Any
 
 from conftest import (
-    EDGE,
     HOST_CONTAINER,
     STATE_DIR,
     edge,
+    hey,
     parse_hey,
     post_job,
     read_state,
@@ -24,19 +24,6 @@ from conftest import (
     serving,
     wait_for,
 )
-
-
-def hey(seconds: int, rate_per_worker: int = 25, workers: int = 4) -> subprocess.Popen[str]:
-    """A bounded load through nginx: API reads, `workers` times `rate_per_worker` req/s."""
-    return subprocess.Popen(
-        [
-            *("hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate_per_worker)),
-            *("-host", "localhost", f"{EDGE}/api/jobs?limit=1"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def job_runs(job_ids: list[str]) -> dict[str, Any]:

@@ -18,15 +18,13 @@ from typing import Any
 
 from conftest import (
     LOCK,
-    ROOT,
     STATE,
     Prober,
     flat,
-    playbook_cmd,
-    playbook_env,
     read_state,
     run_playbook,
     serving,
+    start_playbook,
     wait_for,
 )
 
@@ -53,15 +51,7 @@ def started_at(host: Any, color: str) -> list[str]:
 
 
 def start_release(*extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        playbook_cmd("release.yml", *extra),
-        cwd=ROOT,
-        env=playbook_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    return start_playbook("release.yml", *extra)
 
 
 def repair() -> str:
