@@ -19,6 +19,7 @@ from typing import Any
 from conftest import (
     LOCK,
     STATE,
+    STATE_DIR,
     Prober,
     flat,
     read_state,
@@ -175,6 +176,33 @@ def test_a_run_whose_lock_was_taken_over_stops_before_writing(host: Any) -> None
         if release.poll() is None:
             os.killpg(release.pid, signal.SIGKILL)
         host.check_output(f"rm -f {LOCK}")
+
+
+def test_the_retirement_timer_waits_for_the_release_lock(host: Any) -> None:
+    served = serving()
+    idle = other(served[0])
+    assert started_at(host, idle), f"{idle} should still be warm here"
+    holder = {
+        "owner": "test: a release in progress",
+        "token": "someone",
+        "acquired_at": "2026-01-01T00:00:00Z",
+        "expires_at": "2099-01-01T00:00:00Z",
+    }
+    host.check_output(f"echo '{json.dumps(holder)}' > {LOCK}")
+    try:
+        host.check_output(
+            f"echo '{{\"deadline\": 1}}' > {STATE_DIR}/retire-{idle}.json"
+            " && systemctl start archibald-retire.service"
+        )
+        assert started_at(host, idle), "the timer stopped a colour while a release held the lock"
+        journal = host.check_output("journalctl -u archibald-retire.service --no-pager -n 20")
+        assert '"retire_deferred"' in journal and "held by test: a release in progress" in journal
+    finally:
+        host.check_output(f"rm -f {LOCK}")
+    host.check_output("systemctl start archibald-retire.service")
+    wait_for(f"{idle} to be retired", lambda: not started_at(host, idle), 120, 1)
+    assert not host.file(LOCK).exists, "the timer left its lock behind"
+    assert serving() == served
 
 
 def test_a_crash_looping_release_is_rolled_back_and_cannot_be_rolled_back_to(host: Any) -> None:
