@@ -1,7 +1,8 @@
-"""The alert rules load in Prometheus and behave as their promtool unit tests say."""
+"""The alert and recording rules load in Prometheus and behave as their promtool unit tests say."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -79,3 +80,22 @@ def test_every_alert_is_tested_firing_and_not_firing() -> None:
     defined = set().union(*(_alerts(p) for p in RULE_FILES))
     assert defined - firing == set(), f"never tested firing: {sorted(defined - firing)}"
     assert defined - silent == set(), f"never tested not firing: {sorted(defined - silent)}"
+
+
+def test_every_recording_rule_is_tested() -> None:
+    """Each recorded fact has a promql_expr_test that reads it."""
+    recorded = {
+        rule["record"]
+        for path in RULE_FILES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+    tested = " ".join(
+        check["expr"]
+        for test_file in TEST_FILES
+        for case in yaml.safe_load(test_file.read_text())["tests"]
+        for check in case.get("promql_expr_test", [])
+    )
+    untested = {name for name in recorded if not re.search(rf"{re.escape(name)}(?![\w:])", tested)}
+    assert not untested, f"recording rules without a promql_expr_test: {sorted(untested)}"

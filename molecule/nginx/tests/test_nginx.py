@@ -1,14 +1,17 @@
-"""Verify role `nginx`: the only door - TLS, headers, routing, no /metrics, graceful reloads."""
+"""Verify role `nginx`: the only door - TLS, headers, routing, no /metrics, graceful reloads,
+and the edge metrics that mtail reads from nginx's edge log."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
     from testinfra.host import Host
@@ -19,6 +22,9 @@ CA = f"/etc/ssl/archibald/{NAME}.crt"
 CURL = f"curl -sS --max-time 10 --resolve {NAME}:443:127.0.0.1 --cacert {CA}"
 BASE = f"https://{NAME}"
 BACKEND, FRONTEND, GRAFANA, PROMETHEUS = 8101, 8102, 3000, 9090
+MTAIL = "127.0.0.1:3903"
+EDGE_LOG = "/var/log/nginx/edge.log"
+UPSTREAMS = "/etc/nginx/archibald/upstreams.conf"
 
 
 def _full_site(host: Host) -> bool:
@@ -323,3 +329,157 @@ def test_broken_fragment_is_refused_and_nginx_keeps_serving(host: Host) -> None:
         host.run(f"rm -f {broken}")
     host.check_output("nginx -t -q")
     assert _serving(host)
+
+
+# --- edge metrics: nginx's edge log, read by mtail --------------------------
+# The converge gives nginx the port table blue 8101/8102 (the stand-in) and
+# green 8201/8202 (nothing listens there: a colour that is down).
+
+
+def _edge_series(host: Host) -> dict[tuple[str, ...], float]:
+    """mtail's edge series now: (name, color, service[, status]) -> value."""
+    text = host.check_output(f"curl -fsS --max-time 5 http://{MTAIL}/metrics")
+    series: dict[tuple[str, ...], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "edge_http_requests_total":
+                assert set(sample.labels) == {"color", "service", "status"}, sample
+            elif sample.name == "edge_http_request_duration_seconds_count":
+                assert set(sample.labels) == {"color", "service"}, sample
+            else:
+                continue
+            series[(sample.name, *sample.labels.values())] = sample.value
+    return series
+
+
+def _edge_baseline(host: Host) -> dict[tuple[str, ...], float]:
+    """The series once mtail has read what earlier tests logged (two equal reads 1 s apart)."""
+    reads: list[dict[tuple[str, ...], float]] = []
+
+    def settled() -> bool:
+        reads.append(_edge_series(host))
+        if len(reads) > 1 and reads[-1] == reads[-2]:
+            return True
+        time.sleep(1)  # mtail polls the log every 250 ms
+        return False
+
+    _poll("mtail's series to settle", settled)
+    return reads[-1]
+
+
+def _requests(color: str, service: str, status: int) -> tuple[str, ...]:
+    return ("edge_http_requests_total", color, service, str(status))
+
+
+def _await_series(host: Host, want: dict[tuple[str, ...], float], timeout: float = 15) -> None:
+    """Poll mtail until every series in `want` has its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = _edge_series(host)
+        got = {key: seen.get(key, 0.0) for key in want}
+        if got == want:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"mtail's series not reached within {timeout}s: want {want}, got {got}")
+        time.sleep(0.3)
+
+
+def test_mtail_serves_on_loopback_only(host: Host) -> None:
+    mtail = host.service("mtail")
+    assert mtail.is_enabled
+    assert mtail.is_running
+    assert host.socket(f"tcp://{MTAIL}").is_listening
+    assert not host.socket("tcp://0.0.0.0:3903").is_listening
+    assert not host.socket("tcp://:::3903").is_listening
+    listeners = host.check_output("ss -Hltnp | grep '\"mtail\"' | awk '{print $4}'").split()
+    assert listeners == [MTAIL]
+
+
+def test_edge_log_names_colour_service_and_times(host: Host) -> None:
+    _upstream(host, "/api/edge-log-probe")
+
+    def last_line() -> str | None:
+        line = host.check_output(f"tail -n 1 {EDGE_LOG}")
+        return line if 'upstream="127.0.0.1:8101"' in line else None
+
+    line = _poll("the edge log line", last_line)
+    assert re.fullmatch(
+        r"time=\S+ color=blue service=backend status=200 request_time=\d+\.\d{3} "
+        r'upstream_time="\d+\.\d{3}" upstream="127\.0\.0\.1:8101"',
+        line,
+    ), line
+
+
+def test_edge_counts_answers_of_a_colour_that_is_up(host: Host) -> None:
+    count = ("edge_http_request_duration_seconds_count", "blue", "backend")
+    before = _edge_baseline(host)
+    for i in range(5):
+        _upstream(host, f"/api/edge-up-{i}")
+    _await_series(
+        host,
+        {
+            _requests("blue", "backend", 200): before.get(_requests("blue", "backend", 200), 0) + 5,
+            count: before.get(count, 0) + 5,
+        },
+    )
+
+
+def test_edge_counts_502_of_a_colour_that_is_down_for_that_colour(host: Host) -> None:
+    """The backend switched to green, which is down: nginx's 502s count for green."""
+    down = _requests("green", "backend", 502)
+    before = _edge_baseline(host)
+    statuses: list[int] = []
+    host.check_output(f"cp {UPSTREAMS} /run/upstreams.conf.orig")
+    try:
+        host.check_output(f"sed -i 's/127.0.0.1:{BACKEND}/127.0.0.1:8201/' {UPSTREAMS}")
+        host.check_output("nginx -t -q && systemctl reload nginx")
+        # Until the new workers take over, a request may still reach blue.
+        _poll(
+            "a 502 from green's backend",
+            lambda: statuses.append(_get(host, "/api/edge-down")[0]) or statuses[-1] == 502,
+        )
+        statuses.extend(_get(host, "/api/edge-down")[0] for _ in range(3))
+    finally:
+        host.check_output(f"cp /run/upstreams.conf.orig {UPSTREAMS}")
+        host.check_output("nginx -t -q && systemctl reload nginx")
+    assert set(statuses) <= {200, 502}, statuses
+    _await_series(host, {down: before.get(down, 0) + statuses.count(502)})
+    assert statuses.count(502) >= 4
+
+
+def test_edge_counts_what_nginx_answers_itself_as_none(host: Host) -> None:
+    not_found, redirect = _requests("none", "none", 404), _requests("none", "none", 301)
+    before = _edge_baseline(host)
+    assert _get(host, "/metrics")[0] == 404
+    assert _get(host, "/api/metrics")[0] == 404
+    http = host.check_output(
+        f"curl -sS -o /dev/null -w '%{{http_code}}' -H 'Host: {NAME}' http://127.0.0.1/"
+    )
+    assert http == "301"
+    _await_series(
+        host,
+        {not_found: before.get(not_found, 0) + 2, redirect: before.get(redirect, 0) + 1},
+    )
+
+
+def test_edge_metrics_survive_log_rotation(host: Host) -> None:
+    """Debian's logrotate for nginx: the new edge.log is www-data:adm 0640; mtail reads on."""
+    assert host.package("logrotate").is_installed  # the role installs it with mtail
+    host.check_output("logrotate -f /etc/logrotate.d/nginx")
+    log = host.file(EDGE_LOG)
+    assert (log.user, log.group, log.mode) == ("www-data", "adm", 0o640)
+    key = _requests("blue", "frontend", 200)
+    before = _edge_baseline(host)
+    for i in range(3):
+        _upstream(host, f"/edge-rotated-{i}")
+    _await_series(host, {key: before.get(key, 0) + 3})
+
+
+def test_mtail_restart_counts_only_new_lines(host: Host) -> None:
+    """mtail starts at the end of the log: a restart never counts old requests again."""
+    key = _requests("blue", "backend", 200)
+    host.check_output("systemctl restart mtail")
+    _poll("mtail serving again", lambda: host.run(f"curl -fsS http://{MTAIL}/metrics").rc == 0)
+    assert key not in _edge_series(host)
+    _upstream(host, "/api/edge-after-restart")
+    _await_series(host, {key: 1})

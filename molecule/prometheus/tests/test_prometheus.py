@@ -91,6 +91,18 @@ def test_alert_rules_are_loaded(host) -> None:
     assert {"AppHighErrorRate", "TargetDown", "DiskFilling"} <= alerts
 
 
+def test_edge_recording_rules_are_loaded(host) -> None:
+    groups = {g["name"]: g for g in _get(host, "rules")["groups"]}
+    records = {r["name"] for r in groups["archibald-edge"]["rules"]}
+    assert records == {
+        "color:edge_http_requests:rate1m",
+        "color:edge_http_requests:increase1m",
+        "color:edge_http_server_errors:ratio_rate1m",
+        "color_service:edge_http_request_duration_seconds:p99_1m",
+    }
+    assert all(r["health"] == "ok" for r in groups["archibald-edge"]["rules"])
+
+
 def test_retention_flags_are_live(host) -> None:
     flags = _get(host, "status/flags")
     assert flags["storage.tsdb.retention.time"] == "15d"
