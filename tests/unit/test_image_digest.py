@@ -8,12 +8,12 @@ import base64
 import http.server
 import importlib.util
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from httpstub import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "ab" * 32
@@ -65,10 +65,8 @@ def registry() -> Iterator[str]:
         def log_message(self, *_args: object) -> None:
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serving(Handler) as port:
+        yield f"127.0.0.1:{port}"
 
 
 def test_digest_through_a_bearer_challenge(registry: str, monkeypatch: pytest.MonkeyPatch) -> None:
