@@ -13,20 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from cd import sandbox
 from harness import testbed
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _digest(version: str) -> str:
-    ref = f"{testbed.PUSH_REGISTRY}/{testbed.APP_REPOSITORY}:{version}"
-    out = subprocess.run(
-        ["python3", str(ROOT / "scripts/image-digest.py"), ref],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    return out.removeprefix("digest=")
 
 
 def _smoke(ref: str, version: str) -> subprocess.CompletedProcess[str]:
@@ -41,7 +31,7 @@ def _smoke(ref: str, version: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_registry_digest_is_the_pushed_image() -> None:
-    digest = _digest("v2")
+    digest = sandbox.digest("v2")
     ref = f"{testbed.PUSH_REGISTRY}/{testbed.APP_REPOSITORY}"
     repo_digests = json.loads(
         subprocess.run(
@@ -55,7 +45,7 @@ def test_the_registry_digest_is_the_pushed_image() -> None:
 
 
 def test_smoke_passes_the_good_image_by_digest() -> None:
-    ref = f"{testbed.PUSH_REGISTRY}/{testbed.APP_REPOSITORY}@{_digest('v2')}"
+    ref = f"{testbed.PUSH_REGISTRY}/{testbed.APP_REPOSITORY}@{sandbox.digest('v2')}"
     result = _smoke(ref, "v2")
     print("\n" + result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -71,7 +61,7 @@ def test_smoke_passes_the_good_image_by_digest() -> None:
     ],
 )
 def test_smoke_fails_a_wrong_or_unhealthy_image(version: str, expected: str, why: str) -> None:
-    ref = f"{testbed.PUSH_REGISTRY}/{testbed.APP_REPOSITORY}@{_digest(version)}"
+    ref = f"{testbed.PUSH_REGISTRY}/{testbed.APP_REPOSITORY}@{sandbox.digest(version)}"
     result = _smoke(ref, expected)
     assert result.returncode != 0
     assert why in result.stderr

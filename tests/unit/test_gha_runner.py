@@ -152,3 +152,16 @@ def test_outputs_env_and_path_reach_later_steps(tmp_path: Path) -> None:
     result = _runner(_workflow(tmp_path, {"run": {"shell": "bash"}}, steps), tmp_path).run_job("j")
     assert result.conclusion == "success", result.table()
     assert result.ran() == ["a", "b"]
+
+
+def test_the_real_rollback_condition_covers_a_cancelled_run() -> None:
+    cd = yaml.safe_load((ROOT / ".github/workflows/cd.yml").read_text())
+    steps = {s.get("id"): s for s in cd["jobs"]["deploy"]["steps"]}
+    moved = dict(CONTEXT)
+    for status in ("failure", "cancelled"):
+        assert gha.condition(steps["rollback"]["if"], moved, status), status
+    assert not gha.condition(steps["rollback"]["if"], moved, "success")
+    unmoved = dict(
+        CONTEXT, steps=dict(CONTEXT["steps"], after={"outputs": {"active_version": "v1"}})
+    )
+    assert not gha.condition(steps["rollback"]["if"], unmoved, "failure")
