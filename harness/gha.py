@@ -357,6 +357,7 @@ class StepResult:
     outcome: str  # success, failure, cancelled, skipped
     seconds: float = 0.0
     outputs: dict[str, str] = field(default_factory=dict)
+    code: int | None = None  # a run: step's exit status
 
 
 @dataclass
@@ -373,7 +374,9 @@ class JobResult:
 
     def table(self) -> str:
         return "\n".join(
-            f"  {s.outcome:<9} {s.seconds:6.1f} s  {s.id:<10} {s.name}" for s in self.steps
+            f"  {s.outcome:<9} {'' if s.code is None else f'rc={s.code}':<6} {s.seconds:6.1f} s  "
+            f"{s.id:<10} {s.name}"
+            for s in self.steps
         )
 
 
@@ -571,7 +574,8 @@ class Runner:
         summary.append(files["GITHUB_STEP_SUMMARY"].read_text())
         if code != 0:
             self.log(f"    Error: Process completed with exit code {code}.")
-        return StepResult(step_id, name, "success" if code == 0 else "failure", outputs=outputs)
+        outcome = "success" if code == 0 else "failure"
+        return StepResult(step_id, name, outcome, outputs=outputs, code=code)
 
 
 def effective_shell(

@@ -232,6 +232,7 @@ def test_failed_verify_fails_the_job_and_rolls_back(host: None, workspace: Path)
     assert result.conclusion == "failure"
     assert result.step("release").outcome == "success"
     assert result.step("verify").outcome == "failure"
+    assert result.step("verify").code == 1
     assert result.step("after").outputs["active_version"] == "v2"
     assert result.step("rollback").outcome == "success"
     assert result.ran() == [*ALWAYS, "verify", "after", "rollback", "summary", "cleanup"]
@@ -243,6 +244,7 @@ def test_failed_gate_fails_the_job_and_does_not_roll_back(host: None, workspace:
     result = run_deploy_job(workspace, "gate-fails", "bad-unhealthy")
     assert result.conclusion == "failure"
     assert result.step("release").outcome == "failure"
+    assert result.step("release").code == 2  # ansible-playbook: a task failed
     assert result.step("verify").outcome == "skipped"
     assert result.step("after").outputs["active_version"] == "v1"
     assert result.step("rollback").outcome == "skipped"

@@ -121,6 +121,7 @@ def test_a_failing_command_before_a_pipe_passes_without_pipefail(tmp_path: Path)
     result = _runner(_workflow(tmp_path, None, PIPED), tmp_path).run_job("j")
     assert result.conclusion == "success"
     assert result.ran() == ["verify"]
+    assert result.step("verify").code == 0
 
 
 def test_shell_bash_fails_the_pipe_and_runs_the_failure_step(tmp_path: Path) -> None:
@@ -128,6 +129,8 @@ def test_shell_bash_fails_the_pipe_and_runs_the_failure_step(tmp_path: Path) -> 
     assert result.conclusion == "failure"
     assert result.ran() == ["verify", "rollback"]
     assert result.step("verify").outcome == "failure"
+    assert result.step("verify").code == 1
+    assert "rc=1" in result.table()
 
 
 def test_outputs_env_and_path_reach_later_steps(tmp_path: Path) -> None:
