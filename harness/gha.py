@@ -362,9 +362,10 @@ class StepResult:
 
 @dataclass
 class JobResult:
-    conclusion: str
+    conclusion: str  # success, failure, cancelled, skipped (the job's own `if:` was false)
     steps: list[StepResult]
     summary: str
+    outputs: dict[str, str] = field(default_factory=dict)
 
     def step(self, step_id: str) -> StepResult:
         return next(s for s in self.steps if s.id == step_id)
@@ -431,6 +432,10 @@ class Runner:
         workflow_env = {k: render(v, context) for k, v in (workflow.get("env") or {}).items()}
         workflow_env.update(self.env_overrides)
         context["env"] = dict(workflow_env)
+        # A job's `if:` is read before it starts (no env or steps yet).
+        if not condition(job.get("if"), dict(context, env={}), "success"):
+            self.log(f"gha: skip job {job_id}")
+            return JobResult("skipped", [], "")
         job_env = dict(workflow_env)
         job_env.update({k: render(v, context) for k, v in (job.get("env") or {}).items()})
         added_env: dict[str, str] = {}
@@ -491,7 +496,8 @@ class Runner:
                 status = "failure"
             if self.after_step is not None:
                 self.after_step(step_id, result)
-        return JobResult(status, results, "".join(summary))
+        outputs = {k: render(v, context) for k, v in (job.get("outputs") or {}).items()}
+        return JobResult(status, results, "".join(summary), outputs)
 
     def _uses(
         self, step: dict[str, Any], step_id: str, name: str, context: dict[str, Any]
