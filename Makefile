@@ -1,7 +1,7 @@
 # archibald-ops: two targets do everything on a fresh Debian machine with a
 # running Docker daemon:
 #   make deploy   set-up, a local sandbox "VPS", deploy.yml against it
-#   make test     set-up, lint, unit tests, every Molecule scenario
+#   make test     set-up, lint, unit tests, every Molecule scenario, the CD job executed
 # Everything else here is a step of those two.
 
 SHELL := /bin/bash
@@ -57,7 +57,7 @@ lint: venv ## yamllint, ansible-lint (production, offline), ruff, mypy
 	ansible-lint --offline
 	ruff check .
 	ruff format --check .
-	mypy filter_plugins library harness monitoring tests/unit app/archibald_app
+	mypy filter_plugins library harness monitoring tests/unit tests/cd scripts/image-digest.py app/archibald_app
 
 .PHONY: unit
 unit: venv ## Unit tests: plugins, harness, roles' interfaces, the app
@@ -67,8 +67,16 @@ unit: venv ## Unit tests: plugins, harness, roles' interfaces, the app
 molecule: app-images ## Every Molecule scenario (create, converge, idempotence, verify, destroy)
 	$(BIN)/python harness/scenarios.py $(SCENARIOS)
 
+.PHONY: cd-test
+cd-test: app-images ## Execute cd.yml's deploy job against a sandbox host (3 releases) and smoke-test the app image
+	pytest -q -s -p no:cacheprovider tests/cd
+
+.PHONY: ci-estimate
+ci-estimate: venv ## Print the estimated wall time of ci.yml on GitHub from the scenario budgets
+	$(BIN)/python harness/scenarios.py --estimate-github
+
 .PHONY: test
-test: lint unit molecule ## Everything CI runs
+test: lint unit molecule cd-test ## Everything CI runs
 
 # --- the sandbox ------------------------------------------------------------
 
@@ -90,5 +98,6 @@ dashboards: venv ## Regenerate the Grafana dashboards from code
 .PHONY: clean
 clean: ## Remove test containers, images and the virtualenv
 	-for s in $(SCENARIOS); do $(BIN)/molecule destroy -s $$s >/dev/null 2>&1; done
+	-PYTHONPATH=. $(BIN)/python tests/cd/sandbox.py down
 	-$(BIN)/python harness/testbed.py clean
 	rm -rf $(VENV) app/.wheels .cache

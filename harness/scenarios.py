@@ -8,11 +8,19 @@ and errors and must not share the machine. Each scenario's output goes to
 ``.cache/molecule-logs/<name>.log`` and is printed when it ends.
 
 Prints one line per scenario with its wall time and budget, then the plain
-summary line ``molecule: N passed, N failed``. A scenario that runs past its
-budget is stopped (and destroyed) and counts as failed, so a slow scenario
-shows up here instead of as a CI run that overruns.
+summary line ``molecule: N passed, N failed, N skipped``. A scenario that runs
+past its budget is stopped (and destroyed) and counts as failed, so a slow
+scenario shows up here instead of as a CI run that overruns.
+
+Scenarios in ``ONLINE`` need a repository on the internet. Where it does not
+answer they are not run and say so ("not run: repository unreachable"),
+unless TESTBED_ONLINE_TESTS=required (GitHub's runners), where that is a
+failure. The offline scenarios decide reachability themselves (their
+repositories point at addresses that never resolve), so they pass the same on
+any network.
 
 Usage: scenarios.py [--jobs N] [SCENARIO ...]   (default: every molecule/*/molecule.yml)
+       scenarios.py --estimate-github           (wall time of ci.yml from the budgets)
 """
 
 from __future__ import annotations
@@ -35,9 +43,26 @@ BUDGETS_S: dict[str, int] = {
     "base": 600,  # 388 s in the last CI run, three scenarios at once
     "docker": 300,
     "node_exporter": 300,
+    # Not measured: it runs only where Grafana's repository answers (GitHub).
+    # Four roles with packages from two repositories, one host.
+    "grafana_online": 600,
 }
 DEFAULT_BUDGET_S = 480
 EXCLUSIVE = {"default"}
+# Scenario -> the URL it needs; read from the role's defaults, not repeated here.
+ONLINE: dict[str, tuple[Path, str]] = {
+    "grafana_online": (ROOT / "roles/grafana/defaults/main.yml", "grafana_apt_key_url"),
+}
+# What a GitHub job spends around its scenario, an estimate not a measurement
+# on GitHub: apt-get ~0.5 min, virtualenv ~1, debootstrap and the harness
+# images ~2.5, app images and registry ~1.
+GITHUB_JOB_SETUP_S = 300
+# Jobs of ci.yml that are not a Molecule scenario: set-up plus what they took
+# here (lint 2 min, unit 3 min, cd-test 5 min), rounded up.
+GITHUB_OTHER_JOBS_S: dict[str, int] = {"lint": 240, "unit": 420, "cd-test": 600}
+# The image job runs after every test job: wheels, build, smoke test, push.
+GITHUB_IMAGE_JOB_S = 300
+GITHUB_TARGET_S = 25 * 60
 
 
 @dataclass
@@ -49,12 +74,55 @@ class Run:
     started: float = 0.0
     elapsed: float = 0.0
     ok: bool = False
+    skipped: bool = False
     why: str = ""
     handle: object = field(default=None, repr=False)
 
 
 def scenarios_on_disk() -> list[str]:
     return sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
+
+
+def online_url(name: str) -> str:
+    import yaml
+
+    path, key = ONLINE[name]
+    return str(yaml.safe_load(path.read_text())[key])
+
+
+def unreachable(url: str, timeout: float = 5.0) -> str:
+    """Why ``url`` cannot be fetched from here, or "" when it answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            return "" if answer.status == 200 else f"HTTP {answer.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return str(getattr(exc, "reason", exc))
+
+
+def skip_offline(run: Run) -> bool:
+    """Mark an online scenario skipped when its repository is unreachable here."""
+    if run.name not in ONLINE:
+        return False
+    url = online_url(run.name)
+    why = unreachable(url)
+    if not why:
+        return False
+    if os.environ.get("TESTBED_ONLINE_TESTS") == "required":
+        print(
+            f"=== molecule test -s {run.name}: repository {url} unreachable ({why}) and "
+            "TESTBED_ONLINE_TESTS=required: running it anyway, it will fail",
+            flush=True,
+        )
+        return False
+    run.skipped, run.ok = True, False
+    run.why = f"not run: repository unreachable ({url}: {why})"
+    print(f"=== skip molecule test -s {run.name}: {run.why}", flush=True)
+    return True
 
 
 def start(run: Run) -> None:
@@ -113,6 +181,8 @@ def run_all(runs: list[Run], jobs: int) -> None:
     while queue or active:
         while queue and len(active) < jobs:
             run = queue.pop(0)
+            if skip_offline(run):
+                continue
             start(run)
             active.append(run)
         time.sleep(1)
@@ -137,8 +207,15 @@ def main(argv: list[str]) -> int:
         default=int(os.environ.get("MOLECULE_JOBS", "3")),
         help="role scenarios run at once (default 3, env MOLECULE_JOBS)",
     )
+    parser.add_argument(
+        "--estimate-github",
+        action="store_true",
+        help="print the estimated wall time of ci.yml on GitHub from the budgets",
+    )
     parser.add_argument("scenarios", nargs="*")
     args = parser.parse_args(argv)
+    if args.estimate_github:
+        return estimate_github()
     names = args.scenarios or scenarios_on_disk()
     unknown = [n for n in names if n not in scenarios_on_disk()]
     if unknown:
@@ -152,12 +229,39 @@ def main(argv: list[str]) -> int:
     run_all(alone, 1)
     print(f"\nMolecule scenarios ({time.monotonic() - started:.0f} s in all):")
     for run in runs.values():
-        status = "PASS" if run.ok else "FAIL"
+        status = "SKIP" if run.skipped else "PASS" if run.ok else "FAIL"
         print(f"  {status}  {run.name:<16} {run.elapsed:6.0f} s of {run.budget} s  {run.why}")
     passed = sum(1 for r in runs.values() if r.ok)
-    failed = len(runs) - passed
-    print(f"molecule: {passed} passed, {failed} failed")
+    skipped = sum(1 for r in runs.values() if r.skipped)
+    failed = len(runs) - passed - skipped
+    print(f"molecule: {passed} passed, {failed} failed, {skipped} skipped")
     return 0 if failed == 0 else 1
+
+
+def estimate_github() -> int:
+    """Print ci.yml's estimated wall time: its parallel jobs, then the image job.
+
+    Each Molecule scenario is its own job on GitHub: set-up plus the
+    scenario's budget (the most it may take before it is stopped). The run
+    takes as long as its longest test job plus the image job after it.
+    """
+    jobs = {
+        f"molecule {n}": GITHUB_JOB_SETUP_S + BUDGETS_S.get(n, DEFAULT_BUDGET_S)
+        for n in scenarios_on_disk()
+    }
+    jobs.update(GITHUB_OTHER_JOBS_S)
+    longest = max(jobs, key=lambda j: jobs[j])
+    total = jobs[longest] + GITHUB_IMAGE_JOB_S
+    print("Estimated GitHub wall time of ci.yml (from harness/scenarios.py budgets):")
+    for job, seconds in sorted(jobs.items(), key=lambda item: -item[1]):
+        print(f"  {job:<24} {seconds / 60:5.1f} min")
+    verdict = "within" if total <= GITHUB_TARGET_S else "OVER"
+    print(
+        f"longest job: {longest} ({jobs[longest] / 60:.1f} min) + image "
+        f"({GITHUB_IMAGE_JOB_S / 60:.1f} min) = {total / 60:.1f} min, {verdict} the "
+        f"{GITHUB_TARGET_S / 60:.0f} min target"
+    )
+    return 0
 
 
 if __name__ == "__main__":

@@ -122,7 +122,19 @@ def _deb822_stanzas(text: str) -> list[dict[str, str]]:
 
 
 def apt_mirrors() -> tuple[str, str | None]:
-    """Return (debian mirror, security mirror or None) from this machine's apt config."""
+    """Return (debian mirror, security mirror or None).
+
+    From TESTBED_DEBIAN_MIRROR (and TESTBED_DEBIAN_SECURITY_MIRROR) when set,
+    e.g. on a runner that is not Debian; otherwise from this machine's apt config.
+    """
+    given = os.environ.get("TESTBED_DEBIAN_MIRROR", "").strip()
+    if given:
+        if not re.match(r"^https?://\S+$", given):
+            raise HarnessError(
+                f"TESTBED_DEBIAN_MIRROR={given!r} is not an http(s) URL of a Debian mirror"
+            )
+        given_security = os.environ.get("TESTBED_DEBIAN_SECURITY_MIRROR", "").strip()
+        return given.rstrip("/"), given_security.rstrip("/") or None
     entries: list[tuple[str, list[str]]] = []
     sources = Path("/etc/apt/sources.list.d")
     for path in sorted(sources.glob("*.sources")) if sources.is_dir() else []:
@@ -156,7 +168,8 @@ def apt_mirrors() -> tuple[str, str | None]:
         raise HarnessError(
             "no Debian apt source found in /etc/apt/sources.list(.d): the images are "
             "built with debootstrap from this machine's own Debian mirror. Add a "
-            "'deb <mirror> <suite> main' source (or a deb822 .sources file) and rerun."
+            "'deb <mirror> <suite> main' source (or a deb822 .sources file), or set "
+            "TESTBED_DEBIAN_MIRROR to a Debian mirror's URL, and rerun."
         )
     return main.rstrip("/"), security.rstrip("/") if security else None
 

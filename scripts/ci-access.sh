@@ -2,10 +2,13 @@
 # Give a CI job SSH access to the production host and the vault password.
 #   scripts/ci-access.sh          (reads the secrets from the environment)
 # Needs VPS_SSH_KEY (private key of the deploy user), VPS_KNOWN_HOSTS (the
-# host's pinned known_hosts line) and ANSIBLE_VAULT_PASSWORD. Host keys are
-# always checked: an unknown or changed host key stops the job.
+# host's pinned known_hosts line) and ANSIBLE_VAULT_PASSWORD; INVENTORY names
+# the inventory (default inventory/production). Host keys are always checked:
+# an unknown or changed host key stops the job. Everything is written under
+# $RUNNER_TEMP (removed with the runner's temp) and handed to ssh with -F, so
+# it does not depend on which home directory ssh would read.
 # Exports for later steps (via $GITHUB_ENV): ANSIBLE_PRIVATE_KEY_FILE,
-# VAULT_PASSWORD_FILE (pass it with --vault-password-file).
+# ANSIBLE_SSH_COMMON_ARGS, VAULT_PASSWORD_FILE (pass it with --vault-password-file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,9 +16,10 @@ fail() { printf '::error::%s\n' "$*"; exit 1; }
 
 [ -n "${VPS_SSH_KEY:-}" ] || fail "The VPS_SSH_KEY secret is empty: add the deploy user's private key (OPERATIONS.md, 'Secrets and variables')."
 [ -n "${VPS_KNOWN_HOSTS:-}" ] || fail "The VPS_KNOWN_HOSTS secret is empty: add the host's known_hosts line from ssh-keyscan, checked against the provider's console (OPERATIONS.md)."
-[ -n "${ANSIBLE_VAULT_PASSWORD:-}" ] || fail "The ANSIBLE_VAULT_PASSWORD secret is empty: add the password of inventory/production/group_vars/all/vault.yml."
+inventory="${INVENTORY:-inventory/production}"
+vault="$inventory/group_vars/all/vault.yml"
+[ -n "${ANSIBLE_VAULT_PASSWORD:-}" ] || fail "The ANSIBLE_VAULT_PASSWORD secret is empty: add the password of $vault."
 
-vault=inventory/production/group_vars/all/vault.yml
 [ -f "$vault" ] || fail "$vault is missing: copy vault.yml.example, fill it in, ansible-vault encrypt it and commit it."
 IFS= read -r first_line <"$vault" || true
 case "$first_line" in
@@ -24,7 +28,7 @@ case "$first_line" in
 esac
 
 umask 077
-ssh_dir="$HOME/.ssh"
+ssh_dir="${RUNNER_TEMP:-/tmp}/archibald-ssh"
 mkdir -p "$ssh_dir"
 key="$ssh_dir/archibald_deploy"
 printf '%s\n' "$VPS_SSH_KEY" | tr -d '\r' >"$key"
@@ -53,6 +57,7 @@ chmod 0600 "$vault_pass" "$key" "$ssh_dir/known_hosts" "$ssh_dir/config"
 if [ -n "${GITHUB_ENV:-}" ]; then
   {
     echo "ANSIBLE_PRIVATE_KEY_FILE=$key"
+    echo "ANSIBLE_SSH_COMMON_ARGS=-F $ssh_dir/config"
     echo "VAULT_PASSWORD_FILE=$vault_pass"
   } >>"$GITHUB_ENV"
 fi

@@ -47,13 +47,33 @@ def test_apt_mirrors_are_read_from_the_machine(
         (apt / "sources.list.d/debian.sources").write_text(sources)
     (apt / "sources.list").write_text(legacy)
     _patch_paths(monkeypatch, apt)
+    monkeypatch.delenv("TESTBED_DEBIAN_MIRROR", raising=False)
     assert testbed.apt_mirrors() == expected
+
+
+def test_mirror_from_the_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    (apt / "sources.list.d/debian.sources").write_text(DEB822)
+    _patch_paths(monkeypatch, apt)
+    monkeypatch.setenv("TESTBED_DEBIAN_MIRROR", "http://given.example/debian/")
+    monkeypatch.setenv("TESTBED_DEBIAN_SECURITY_MIRROR", "http://given.example/debian-security")
+    assert testbed.apt_mirrors() == (
+        "http://given.example/debian",
+        "http://given.example/debian-security",
+    )
+    monkeypatch.delenv("TESTBED_DEBIAN_SECURITY_MIRROR")
+    assert testbed.apt_mirrors() == ("http://given.example/debian", None)
+    monkeypatch.setenv("TESTBED_DEBIAN_MIRROR", "given.example/debian")
+    with pytest.raises(testbed.HarnessError, match="is not an http"):
+        testbed.apt_mirrors()
 
 
 def test_no_apt_sources_says_what_to_add(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     apt = tmp_path / "apt"
     (apt / "sources.list.d").mkdir(parents=True)
     _patch_paths(monkeypatch, apt)
+    monkeypatch.delenv("TESTBED_DEBIAN_MIRROR", raising=False)
     with pytest.raises(testbed.HarnessError, match=r"no Debian apt source found.*Add a"):
         testbed.apt_mirrors()
 

@@ -133,8 +133,8 @@ def test_run_block_passes_shellcheck(block: tuple[str, str, str, str], tmp_path:
     assert shellcheck, "shellcheck is missing: apt-get install shellcheck"
     body = EXPRESSION.sub("${GHA_EXPRESSION}", block[3])
     script = tmp_path / "run.sh"
-    # GitHub runs a `run:` block as `bash -e {0}`.
-    script.write_text(f"#!/usr/bin/env bash\nset -e\n{body}\n", encoding="utf-8")
+    # Every workflow sets `shell: bash`: `bash --noprofile --norc -eo pipefail {0}`.
+    script.write_text(f"#!/usr/bin/env bash\nset -eo pipefail\n{body}\n", encoding="utf-8")
     result = subprocess.run(
         [shellcheck, "-s", "bash", str(script)], capture_output=True, text=True, check=False
     )
@@ -201,7 +201,23 @@ def test_helper_script_passes_shellcheck(script: Path) -> None:
 
 def test_molecule_matrix_is_every_scenario() -> None:
     matrix = load(WORKFLOW_DIR / "ci.yml")["jobs"]["molecule"]["strategy"]["matrix"]
-    assert sorted(matrix["scenario"]) == scenarios_on_disk()
+    assert sorted(entry["scenario"] for entry in matrix["include"]) == scenarios_on_disk()
+
+
+def platform_releases(scenario: str) -> set[str]:
+    """Debian releases a scenario's platforms use (its own list, else the shared one)."""
+    own = yaml.safe_load((ROOT / "molecule" / scenario / "molecule.yml").read_text())
+    shared = yaml.safe_load((ROOT / ".config/molecule/config.yml").read_text())
+    platforms = own.get("platforms") or shared["platforms"]
+    return {str(p["image"]).rsplit(":", 1)[1] for p in platforms}
+
+
+def test_each_molecule_job_builds_only_the_debian_images_it_uses() -> None:
+    job = load(WORKFLOW_DIR / "ci.yml")["jobs"]["molecule"]
+    assert job["env"]["TESTBED_RELEASES"] == "${{ matrix.releases }}"
+    for entry in job["strategy"]["matrix"]["include"]:
+        releases = set(entry["releases"].split(","))
+        assert releases == platform_releases(entry["scenario"]), entry
 
 
 def test_ci_runs_the_make_test_targets() -> None:
@@ -210,12 +226,65 @@ def test_ci_runs_the_make_test_targets() -> None:
     assert "make lint" in scripts["lint"]
     assert "make unit" in scripts["unit"]
     assert 'make molecule SCENARIOS="$SCENARIO"' in scripts["molecule"]
+    assert "make cd-test" in scripts["cd-test"]
     test_prereqs = re.search(r"^test:(.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
     assert test_prereqs and test_prereqs.group(1).split("##")[0].split() == [
         "lint",
         "unit",
         "molecule",
+        "cd-test",
     ]
+    assert set(jobs["image"]["needs"]) == {"lint", "unit", "molecule", "cd-test"}
+
+
+def test_no_workflow_edits_the_runners_apt_sources() -> None:
+    for name, job, step, script in RUN_BLOCKS:
+        writes = re.search(r"(\btee\b[^|\n]*|>>?\s*|\bcp\b[^\n]*)/etc/apt/", script)
+        assert not writes, f"{name}:{job}:{step} writes into the runner's apt configuration"
+        for match in re.finditer(r"apt-get install ([^\n]*)", script):
+            assert "--no-install-recommends" in match.group(1), f"{name}:{job}:{step}"
+
+
+def test_dependabot_keeps_the_actions_current() -> None:
+    config = yaml.safe_load((ROOT / ".github/dependabot.yml").read_text())
+    assert config["version"] == 2
+    ecosystems = {u["package-ecosystem"]: u for u in config["updates"]}
+    assert ecosystems["github-actions"]["directory"] == "/"
+    assert ecosystems["github-actions"]["schedule"]["interval"] in {"daily", "weekly"}
+
+
+SECRET = re.compile(r"secrets\.([A-Za-z_]+)")
+
+
+def test_production_secrets_are_read_only_behind_a_master_only_environment() -> None:
+    cd = load(WORKFLOW_DIR / "cd.yml")
+    for path in WORKFLOWS:
+        for job_id, job in load(path)["jobs"].items():
+            used = {m for text in strings_in(job) for m in SECRET.findall(text)} - {"GITHUB_TOKEN"}
+            if not used:
+                continue
+            environment = job.get("environment")
+            name = environment.get("name") if isinstance(environment, dict) else environment
+            assert (path.name, name) in {("cd.yml", "production"), ("cd.yml", "production-plan")}, (
+                f"{path.name}:{job_id} reads {sorted(used)} outside the production environments"
+            )
+    # Both environment jobs come after the guard, which reads no secret and
+    # refuses a run started from any ref but master.
+    jobs = cd["jobs"]
+    assert jobs["plan"]["needs"] == "guard"
+    assert jobs["deploy"]["needs"] == "plan"
+    guard = "\n".join(s.get("run", "") for s in jobs["guard"]["steps"])
+    assert not SECRET.search(str(jobs["guard"]))
+    assert '"$REF" != refs/heads/master' in guard
+
+
+def test_cd_deploys_the_tested_image_by_digest() -> None:
+    jobs = load(WORKFLOW_DIR / "cd.yml")["jobs"]
+    release = next(s for s in jobs["deploy"]["steps"] if s.get("id") == "release")
+    assert '-e "app_image_digest=$DIGEST"' in release["run"]
+    assert '-e "app_version=$VERSION"' in release["run"]
+    assert jobs["deploy"]["env"]["DIGEST"] == "${{ needs.plan.outputs.digest }}"
+    assert jobs["plan"]["outputs"]["digest"] == "${{ steps.image.outputs.digest }}"
 
 
 def test_cd_follows_ci_on_master() -> None:
@@ -224,7 +293,7 @@ def test_cd_follows_ci_on_master() -> None:
     run = triggers(cd)["workflow_run"]
     assert run["workflows"] == [ci["name"]]
     assert run["branches"] == ["master"]
-    assert "github.event.workflow_run.conclusion == 'success'" in cd["jobs"]["plan"]["if"]
+    assert "github.event.workflow_run.conclusion == 'success'" in cd["jobs"]["guard"]["if"]
     inputs = triggers(cd)["workflow_dispatch"]["inputs"]
     assert inputs["action"]["options"] == ["deploy", "rollback"]
     assert inputs["version"]["type"] == "string"
@@ -262,13 +331,137 @@ def test_only_the_image_job_writes_packages() -> None:
     assert writes == ALLOWED_WRITES
 
 
+USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$")
+SHA_PIN = re.compile(r"[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}")
+VERSION_COMMENT = re.compile(r"\s+#\s*v\d+\.\d+\.\d+\s*$")
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_actions_are_pinned_to_a_major_version(path: Path) -> None:
-    for job_id, _index, step in steps(load(path)):
-        if "uses" in step:
-            assert re.fullmatch(r"[\w.-]+/[\w.-]+(/[\w./-]+)?@v\d+", step["uses"]), (
-                f"{path.name}:{job_id} uses {step['uses']}: pin a major version tag (@v4)"
-            )
+def test_actions_are_pinned_to_a_commit_with_its_version(path: Path) -> None:
+    # A tag can be moved to other code; a commit cannot. The comment says which
+    # release the commit is, for people and for Dependabot.
+    used = 0
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        match = USES_LINE.match(line)
+        if not match:
+            continue
+        used += 1
+        ref, rest = match.groups()
+        assert SHA_PIN.fullmatch(ref), (
+            f"{path.name}:{number} uses {ref}: pin the full 40-hex commit of a release"
+        )
+        assert VERSION_COMMENT.fullmatch(rest), (
+            f"{path.name}:{number} pins {ref} without its release in a comment (# v1.2.3)"
+        )
+    assert used, f"{path.name} uses no action at all?"
+
+
+@pytest.mark.parametrize(
+    ("line", "pinned"),
+    [
+        ("      - uses: actions/checkout@v4", False),
+        ("      - uses: actions/checkout@main", False),
+        ("      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af68", False),
+        ("      - uses: actions/checkout@" + "a" * 40 + "  # v4.2.2", True),
+    ],
+)
+def test_sha_pin_pattern(line: str, pinned: bool) -> None:
+    match = USES_LINE.match(line)
+    assert match
+    ref, rest = match.groups()
+    assert bool(SHA_PIN.fullmatch(ref) and VERSION_COMMENT.fullmatch(rest)) is pinned
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_runners_are_pinned_to_an_image_version(path: Path) -> None:
+    for job_id, job in load(path)["jobs"].items():
+        assert job["runs-on"] == "ubuntu-24.04", (
+            f"{path.name}:{job_id} runs on {job['runs-on']}: pin ubuntu-24.04 (-latest moves)"
+        )
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_runs_every_step_in_bash_with_pipefail(path: Path) -> None:
+    # `shell: bash` is `bash --noprofile --norc -eo pipefail {0}`; without it a
+    # step runs as `bash -e {0}`, where `cmd | tee` returns tee's status.
+    workflow = load(path)
+    assert workflow.get("defaults", {}).get("run", {}).get("shell") == "bash", (
+        f"{path.name}: set `defaults: run: shell: bash` (pipefail for every step)"
+    )
+
+
+def effective_shell(workflow: dict[Any, Any], job: dict[str, Any], step: dict[str, Any]) -> str:
+    """The shell GitHub runs a step with on Linux (the step's, job's, workflow's, or none)."""
+    for source in (
+        step,
+        job.get("defaults", {}).get("run", {}),
+        workflow.get("defaults", {}).get("run", {}),
+    ):
+        if "shell" in source:
+            return str(source["shell"])
+    return "bash -e {0}"
+
+
+def has_pipeline(script: str) -> bool:
+    """Whether a shell script pipes one command into another (`|`, not `||`)."""
+    text = re.sub(r"'[^']*'", "''", script)
+    text = re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
+    text = re.sub(r"(^|\s)#.*$", "", text, flags=re.MULTILINE)
+    return bool(re.search(r"(?<!\|)\|(?!\|)", text))
+
+
+def pipefail_on(shell: str, script: str) -> bool:
+    if shell == "bash" or re.search(r"-\w*o\s*pipefail", shell):
+        return True
+    first_pipe = next((n for n, line in enumerate(script.splitlines()) if has_pipeline(line)), 0)
+    before = "\n".join(script.splitlines()[:first_pipe])
+    return bool(re.search(r"^\s*set\s+(-\w*\s+)*-\w*o\s+pipefail\b", before, re.MULTILINE))
+
+
+def test_no_piped_step_runs_without_pipefail() -> None:
+    offenders = []
+    for path in WORKFLOWS:
+        workflow = load(path)
+        for job_id, job in workflow["jobs"].items():
+            for index, step in enumerate(job.get("steps", [])):
+                script = step.get("run")
+                if script and has_pipeline(script):
+                    shell = effective_shell(workflow, job, step)
+                    if not pipefail_on(shell, script):
+                        offenders.append(f"{path.name}:{job_id}:{step.get('name', index + 1)}")
+    assert not offenders, (
+        "these steps pipe without pipefail, so a failing command before `|` is hidden: "
+        + ", ".join(offenders)
+    )
+
+
+@pytest.mark.parametrize(
+    ("script", "piped"),
+    [
+        ("scripts/x.sh | tee -a out", True),
+        ("a |& b", True),
+        ("a || b", False),
+        ("grep -E '^(URIs|Suites):' f", False),
+        ('echo "a|b"', False),
+        ("echo x  # a | b", False),
+    ],
+)
+def test_pipeline_detection(script: str, piped: bool) -> None:
+    assert has_pipeline(script) is piped
+
+
+@pytest.mark.parametrize(
+    ("shell", "script", "safe"),
+    [
+        ("bash -e {0}", 'scripts/verify.sh | tee -a "$GITHUB_OUTPUT"', False),
+        ("bash", 'scripts/verify.sh | tee -a "$GITHUB_OUTPUT"', True),
+        ("bash -e {0}", "set -o pipefail\nscripts/verify.sh | tee log", True),
+        ("bash -e {0}", "scripts/verify.sh | tee log\nset -o pipefail", False),
+        ("bash -eo pipefail {0}", "a | b", True),
+    ],
+)
+def test_pipefail_rule(shell: str, script: str, safe: bool) -> None:
+    assert pipefail_on(shell, script) is safe
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)

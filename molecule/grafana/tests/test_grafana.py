@@ -1,7 +1,9 @@
-"""Verify role `grafana` on a machine that cannot reach Grafana's repository.
+"""Verify role `grafana` when Grafana's repository is unreachable.
 
-The files are rendered and provisioned; the package is not installed and the
-role says so plainly; with grafana_required true (production) it fails.
+The scenario points the repository at a name that never resolves, so this
+holds on any network. The files are rendered and provisioned; the package is
+not installed and the role says so plainly; with grafana_required true
+(production) it fails.
 """
 
 from __future__ import annotations
@@ -98,12 +100,22 @@ def test_package_and_service_are_absent_when_repo_unreachable(host) -> None:
     assert not host.file("/etc/apt/sources.list.d/grafana.sources").exists
 
 
+def test_the_repository_is_unreachable_by_construction(host) -> None:
+    # The premise of every test here: not an accident of the network.
+    assert ".invalid/" in _probe_url()
+
+
+def _probe_url() -> str:
+    config = yaml.safe_load((SCENARIO / "molecule.yml").read_text())
+    return str(config["provisioner"]["inventory"]["group_vars"]["molecule"]["grafana_apt_key_url"])
+
+
 def test_skip_is_said_plainly(host) -> None:
     result = _playbook("converge.yml", host.backend.host)
     assert result.returncode == 0, result.stdout + result.stderr
     said = _said(result)
     assert "SKIPPED Grafana package install and service" in said
-    assert "is unreachable" in said
+    assert f"its repository {_probe_url()} is unreachable" in said
 
 
 def test_required_and_unreachable_fails_in_preflight(host) -> None:

@@ -1,0 +1,252 @@
+"""Execute cd.yml's deploy job, step by step, against the CD sandbox host.
+
+harness/gha.py runs the job as GitHub's runner does (shells, `if:`, step
+outputs through $GITHUB_OUTPUT, $GITHUB_ENV/$GITHUB_PATH); the steps' scripts,
+scripts/, the playbooks and the roles are the real ones. Stand-ins only for
+what only GitHub has: the secrets store (the sandbox's deploy key, pinned host
+key and a vault password), repository variables (the public URL and a shorter
+verify poll), the plan job's outputs, the approval (none: the job just runs),
+and the checkout/setup-python actions (the workspace is a copy of this tree).
+
+Three releases on a new host, in order, each printed with its result and the
+steps that ran (the first one's deploy.yml also provisions the host):
+  1. good:            v1 -> success, no rollback;
+  2. verify fails:    v2 over v1, its containers frozen right after the release
+                      step -> the job fails, the rollback step runs, v1 serves again;
+  3. gate fails:      bad-unhealthy -> the job fails at the release, traffic never
+                      moved, the rollback step is skipped, v1 still serves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cd import sandbox
+from harness import gha
+
+ROOT = Path(__file__).resolve().parents[2]
+CD = ROOT / ".github" / "workflows" / "cd.yml"
+STATE = "/var/lib/archibald/archibald/state.json"
+
+
+def host_state() -> dict[str, Any]:
+    out = subprocess.run(
+        ["docker", "exec", sandbox.NAME, "cat", STATE], capture_output=True, text=True, check=True
+    ).stdout
+    state: dict[str, Any] = json.loads(out)
+    return state
+
+
+def active_version() -> str:
+    state = host_state()
+    return str(state["colors"][state["active"]]["version"])
+
+
+def containers_of(version: str) -> list[str]:
+    out = subprocess.run(
+        [
+            "docker",
+            "exec",
+            sandbox.NAME,
+            "docker",
+            "ps",
+            "--filter",
+            f"label=org.archibald.version={version}",
+            "--format",
+            "{{.Names}}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[None]:
+    sandbox.down()  # a host left by an earlier run would not be new
+    took = sandbox.up()
+    print(f"\ncd-test: new sandbox host, reached over SSH, in {took:.0f} s")
+    yield
+    if os.environ.get("CDTEST_KEEP") != "1":
+        sandbox.down()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkout of this tree (tracked and new files), with this tree's virtualenv."""
+    ws = tmp_path_factory.mktemp("workspace")
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, (f.decode() for f in files)):
+        source = ROOT / name
+        if source.is_file() or source.is_symlink():
+            target = ws / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target, follow_symlinks=False)
+    (ws / ".venv").symlink_to(ROOT / ".venv")
+    return ws
+
+
+def run_deploy_job(
+    workspace: Path, case: str, version: str, after_step: Any = None
+) -> gha.JobResult:
+    keys = sandbox.WORK / "keys"
+    home = sandbox.WORK / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = sandbox.WORK / f"{case}.log"
+    log_file = log_path.open("w")
+    sha = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    seen: list[dict[str, str]] = []
+
+    def checkout(options: dict[str, str], _context: dict[str, Any]) -> dict[str, str]:
+        seen.append(options)
+        assert options.get("persist-credentials") == "false"
+        assert options.get("ref") == sha
+        return {}
+
+    def setup_python(options: dict[str, str], _context: dict[str, Any]) -> dict[str, str]:
+        assert options["python-version"] == "3.11"
+        return {"python-version": "3.11"}
+
+    def between_steps(step_id: str, step: gha.StepResult) -> None:
+        # The runner trusts the public URL's certificate: the sandbox's own,
+        # which the first provisioning (inside the release step) creates.
+        if step_id == "release":
+            sandbox.host_cert()
+        if after_step is not None:
+            after_step(step_id, step)
+
+    runner = gha.Runner(
+        workflow_path=CD,
+        workspace=workspace,
+        github={
+            "sha": sha,
+            "ref": "refs/heads/master",
+            "event_name": "workflow_run",
+            "repository": "archibald/archibald-ops",
+            "repository_owner": "archibald",
+            "run_id": "1",
+            "actor": "cd-test",
+            "server_url": "https://github.invalid",
+        },
+        actions={"actions/checkout": checkout, "actions/setup-python": setup_python},
+        secrets={
+            "VPS_SSH_KEY": (keys / "id_ed25519").read_text(),
+            "VPS_KNOWN_HOSTS": (keys / "known_hosts").read_text(),
+            "ANSIBLE_VAULT_PASSWORD": sandbox.VAULT_PASSWORD,
+        },
+        variables={
+            "PUBLIC_URL": sandbox.PUBLIC_URL,
+            "VERIFY_ATTEMPTS": "5",
+            "VERIFY_INTERVAL_S": "1",
+        },
+        needs={
+            "plan": {
+                "outputs": {
+                    "version": version,
+                    "action": "deploy",
+                    "ref": sha,
+                    "digest": sandbox.digest(version),
+                }
+            }
+        },
+        env_overrides={"INVENTORY": str(sandbox.INVENTORY)},
+        machine_env={
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(home),
+            "LANG": "C.UTF-8",
+            # The runner trusts the public URL's certificate (the sandbox's own).
+            "CURL_CA_BUNDLE": str(sandbox.WORK / "public-ca.pem"),
+        },
+        after_step=between_steps,
+        log=lambda line: print(line, file=log_file, flush=True),
+    )
+    started = time.monotonic()
+    try:
+        result = runner.run_job("deploy")
+    finally:
+        log_file.close()
+    print(
+        f"\ncd-test {case}: deploy {version} -> job {result.conclusion} in "
+        f"{time.monotonic() - started:.0f} s; live now: {active_version()} (log {log_path})\n"
+        + result.table()
+    )
+    assert seen, "the checkout stand-in was never called"
+    return result
+
+
+ALWAYS = ["__0", "__1", "venv", "access", "before", "release"]
+
+
+def test_good_release_passes_without_rollback(host: None, workspace: Path) -> None:
+    result = run_deploy_job(workspace, "good", "v1")
+    assert result.conclusion == "success"
+    assert result.ran() == [*ALWAYS, "verify", "summary", "cleanup"]
+    assert result.step("verify").outputs == {"color": "blue", "version": "v1"}
+    assert result.step("before").outputs["active_version"] == ""
+    assert active_version() == "v1"
+    assert "| before | none | none |" in result.summary
+    assert "Automatic rollback: skipped." in result.summary
+
+
+def test_failed_verify_fails_the_job_and_rolls_back(host: None, workspace: Path) -> None:
+    frozen: list[str] = []
+
+    def freeze_new_release(step_id: str, step: gha.StepResult) -> None:
+        # The new release dies right after the playbook finished: its
+        # containers stop answering (frozen), so the public check fails.
+        if step_id == "release" and step.outcome == "success":
+            frozen.extend(containers_of("v2"))
+            subprocess.run(
+                ["docker", "exec", sandbox.NAME, "docker", "pause", *frozen],
+                check=True,
+                capture_output=True,
+            )
+
+    try:
+        result = run_deploy_job(workspace, "verify-fails", "v2", after_step=freeze_new_release)
+    finally:
+        if frozen:
+            subprocess.run(
+                ["docker", "exec", sandbox.NAME, "docker", "unpause", *frozen],
+                check=False,
+                capture_output=True,
+            )
+    assert frozen, "the release step did not succeed, so the fault was never injected"
+    assert result.conclusion == "failure"
+    assert result.step("release").outcome == "success"
+    assert result.step("verify").outcome == "failure"
+    assert result.step("verify").code == 1
+    assert result.step("after").outputs["active_version"] == "v2"
+    assert result.step("rollback").outcome == "success"
+    assert result.ran() == [*ALWAYS, "verify", "after", "rollback", "summary", "cleanup"]
+    assert active_version() == "v1"
+    assert "Automatic rollback: success." in result.summary
+
+
+def test_failed_gate_fails_the_job_and_does_not_roll_back(host: None, workspace: Path) -> None:
+    result = run_deploy_job(workspace, "gate-fails", "bad-unhealthy")
+    assert result.conclusion == "failure"
+    assert result.step("release").outcome == "failure"
+    assert result.step("release").code == 2  # ansible-playbook: a task failed
+    assert result.step("verify").outcome == "skipped"
+    assert result.step("after").outputs["active_version"] == "v1"
+    assert result.step("rollback").outcome == "skipped"
+    assert result.ran() == [*ALWAYS, "after", "summary", "cleanup"]
+    assert active_version() == "v1"
