@@ -57,7 +57,7 @@ lint: venv ## yamllint, ansible-lint (production, offline), ruff, mypy
 	ansible-lint --offline
 	ruff check .
 	ruff format --check .
-	mypy filter_plugins library harness monitoring tests/unit tests/cd scripts/image-digest.py app/archibald_app
+	mypy filter_plugins library module_utils harness monitoring tests/unit tests/cd scripts/image-digest.py app/archibald_app
 
 .PHONY: unit
 unit: venv ## Unit tests: plugins, harness, roles' interfaces, the app
@@ -69,14 +69,18 @@ molecule: app-images ## Every Molecule scenario (create, converge, idempotence, 
 
 .PHONY: cd-test
 cd-test: app-images ## Execute cd.yml's deploy job against a sandbox host (3 releases) and smoke-test the app image
-	pytest -q -s -p no:cacheprovider tests/cd
+	$(BIN)/python harness/scenarios.py cd-test
+
+.PHONY: scenarios
+scenarios: app-images ## Every Molecule scenario and cd-test: role scenarios and cd-test share three lanes, then the whole stack alone
+	$(BIN)/python harness/scenarios.py $(SCENARIOS) cd-test
 
 .PHONY: ci-estimate
 ci-estimate: venv ## Print the estimated wall time of ci.yml on GitHub from the scenario budgets
 	$(BIN)/python harness/scenarios.py --estimate-github
 
 .PHONY: test
-test: lint unit molecule cd-test ## Everything CI runs
+test: lint unit scenarios ## Everything CI runs
 
 # --- the sandbox ------------------------------------------------------------
 

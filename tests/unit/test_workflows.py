@@ -227,13 +227,16 @@ def test_ci_runs_the_make_test_targets() -> None:
     assert "make unit" in scripts["unit"]
     assert 'make molecule SCENARIOS="$SCENARIO"' in scripts["molecule"]
     assert "make cd-test" in scripts["cd-test"]
-    test_prereqs = re.search(r"^test:(.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    makefile = (ROOT / "Makefile").read_text()
+    test_prereqs = re.search(r"^test:(.*)$", makefile, re.MULTILINE)
     assert test_prereqs and test_prereqs.group(1).split("##")[0].split() == [
         "lint",
         "unit",
-        "molecule",
-        "cd-test",
+        "scenarios",
     ]
+    # `make scenarios` runs what the molecule and cd-test jobs run, side by side.
+    recipe = re.search(r"^scenarios:.*\n\t(.*)$", makefile, re.MULTILINE)
+    assert recipe and recipe.group(1).endswith("harness/scenarios.py $(SCENARIOS) cd-test")
     assert set(jobs["image"]["needs"]) == {"lint", "unit", "molecule", "cd-test"}
 
 
