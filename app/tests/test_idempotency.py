@@ -330,7 +330,14 @@ def test_two_processes_racing_one_key_create_one_job(
 
         def post(app: AppProcess) -> tuple[int, dict[str, str], Any]:
             start.wait(timeout=10)
-            return http("POST", app.base + "/api/jobs", raw=body, headers={"Idempotency-Key": key})
+            # A generous timeout: the race is the point, not the speed of a busy machine.
+            return http(
+                "POST",
+                app.base + "/api/jobs",
+                raw=body,
+                headers={"Idempotency-Key": key},
+                timeout=30,
+            )
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             return list(pool.map(post, [blue, green, blue, green]))
