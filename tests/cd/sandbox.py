@@ -86,6 +86,7 @@ def ssh_args() -> list[str]:
     """Reach the sandbox as `make deploy` does (before CD's own SSH set-up exists)."""
     keys = WORK / "keys"
     password = WORK / "vault-password"
+    WORK.mkdir(parents=True, exist_ok=True)  # a fresh clone has no .cache yet
     password.write_text(VAULT_PASSWORD + "\n")
     return [
         "-i",
