@@ -69,6 +69,11 @@ options:
     description: Number of history events kept (the oldest are dropped).
     type: int
     default: 50
+  lease:
+    description: Renew the release lock's lease for this many seconds from now before writing
+      (every write is a heartbeat of the run that holds the lock); 0 leaves it as it is.
+    type: int
+    default: 0
 attributes:
   check_mode:
     support: full
@@ -153,7 +158,8 @@ def run(
             f"action {params['action']} writes {path} and needs the release lock's token; take "
             f"the lock with release_lock first"
         )
-    guard = fenced(params["dir"], params["token"], now) if writes else nullcontext()
+    lease = None if check_mode else params.get("lease")
+    guard = fenced(params["dir"], params["token"], now, lease) if writes else nullcontext()
     with guard:
         text = read_text(path)
         before = load_state(text, path, params.get("app"), colors)
@@ -198,6 +204,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "by": {"type": "str", "default": "unknown"},
     "colors": {"type": "list", "elements": "str", "default": ["blue", "green"]},
     "history_limit": {"type": "int", "default": 50},
+    "lease": {"type": "int", "default": 0},
 }
 
 

@@ -62,6 +62,11 @@ options:
     type: list
     elements: str
     default: [systemctl, reload, nginx]
+  lease:
+    description: Renew the release lock's lease for this many seconds from now before writing
+      (every write is a heartbeat of the run that holds the lock); 0 leaves it as it is.
+    type: int
+    default: 0
 attributes:
   check_mode:
     support: full
@@ -121,7 +126,8 @@ def run(
         + params["content"].rstrip("\n")
         + "\n"
     )
-    with fenced(params["dir"], params["token"], now):
+    lease = None if check_mode else params.get("lease")
+    with fenced(params["dir"], params["token"], now, lease):
         before = read_text(path)
         changed = before != wanted
         diff = {
@@ -170,6 +176,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
         "elements": "str",
         "default": ["systemctl", "reload", "nginx"],
     },
+    "lease": {"type": "int", "default": 0},
 }
 
 

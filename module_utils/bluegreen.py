@@ -448,17 +448,24 @@ def plan_release(
 
 
 @contextmanager
-def fenced(directory: str, token: str, now: Callable[[], datetime]) -> Iterator[dict[str, Any]]:
+def fenced(
+    directory: str, token: str, now: Callable[[], datetime], lease_s: int | None = None
+) -> Iterator[dict[str, Any]]:
     """Hold the directory flock and check that ``token`` still holds the release lock.
 
     Every write of the record, of nginx's upstream file and every reload happens
-    inside this, so a run whose lock was taken over cannot write anything.
+    inside this, so a run whose lock was taken over cannot write anything. With
+    ``lease_s`` the lock's lease is renewed for that long from now first: every
+    write is also a heartbeat.
     """
     lock_path = os.path.join(directory, LOCK_FILE)
     with directory_lock(directory):
         current = parse_lock(read_text(lock_path))
         check_held(lock_path, current, token, now())
         assert current is not None
+        if lease_s:
+            current = {**current, "expires_at": iso(now() + timedelta(seconds=lease_s))}
+            write_json_durably(lock_path, current)
         yield dict(current)
 
 

@@ -565,3 +565,13 @@ def test_a_container_list_entry_gives_the_same_facts_as_inspect() -> None:
     same = ("name", "color", "service", "version", "digest", "config", "image", "image_id")
     assert {k: from_list[k] for k in same} == {k: from_inspect[k] for k in same}
     assert from_list["running"] and from_list["restart_count"] is None
+
+
+def test_a_fenced_write_renews_the_lease(tmp_path: Path) -> None:
+    (tmp_path / core.LOCK_FILE).write_text(json.dumps(lock(expires_in=5)))
+    later = NOW + timedelta(seconds=3)
+    with core.fenced(str(tmp_path), "t1", lambda: later, lease_s=300) as held:
+        assert held["expires_at"] == core.iso(later + timedelta(seconds=300))
+    on_disk = json.loads((tmp_path / core.LOCK_FILE).read_text())
+    assert on_disk["expires_at"] == core.iso(later + timedelta(seconds=300))
+    assert on_disk["token"] == "t1"

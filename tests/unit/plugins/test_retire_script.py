@@ -1,0 +1,119 @@
+"""The host's retirement script, rendered from its template and run against a temp dir.
+
+A fake `docker` on PATH records what the script asks of the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible.module_utils import bluegreen as core
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+
+ROOT = Path(__file__).resolve().parents[3]
+ROLE = ROOT / "roles" / "bluegreen"
+FAKE_DOCKER = """#!/bin/sh
+echo "$*" >> "$DOCKER_CALLS"
+case "$1" in ps) echo "id-$(echo "$*" | sed 's/.*org.archibald.color=//')" ;; esac
+"""
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Path:
+    """A temp 'host': the app dir, the upstream file, the library and the rendered script."""
+    app_dir = tmp_path / "state"
+    app_dir.mkdir()
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "bluegreen.py").write_text((ROOT / "module_utils" / "bluegreen.py").read_text())
+    variables = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    variables |= yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+    variables |= {
+        "_bluegreen_dir": str(app_dir),
+        "_bluegreen_lib_dir": str(lib),
+        "bluegreen_upstreams_file": str(tmp_path / "upstreams.conf"),
+        "ansible_managed": "managed",
+        "app_version": "v1",
+    }
+    source = trust_as_template((ROLE / "templates" / "retire.py.j2").read_text())
+    script = Templar(loader=DataLoader(), variables=variables).template(source)
+    (tmp_path / "retire.py").write_text(script)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "docker").write_text(FAKE_DOCKER)
+    (tmp_path / "bin" / "docker").chmod(0o755)
+    return tmp_path
+
+
+def state(active: str) -> str:
+    record = core.empty_state("archibald", ["blue", "green"])
+    record["active"] = active
+    return core.render_state(record)
+
+
+def run(host: Path) -> tuple[int, list[str], str]:
+    calls = host / "docker-calls"
+    env = dict(os.environ, PATH=f"{host / 'bin'}:{os.environ['PATH']}", DOCKER_CALLS=str(calls))
+    result = subprocess.run(
+        [sys.executable, str(host / "retire.py")], env=env, capture_output=True, text=True
+    )
+    made = calls.read_text().splitlines() if calls.exists() else []
+    return result.returncode, made, result.stdout + result.stderr
+
+
+def due(host: Path, color: str) -> None:
+    (host / "state" / f"retire-{color}.json").write_text(json.dumps({"deadline": 1}))
+
+
+def test_a_due_inactive_colour_is_stopped_under_the_lock(host: Path) -> None:
+    (host / "state" / "state.json").write_text(state("blue"))
+    due(host, "green")
+    rc, calls, out = run(host)
+    assert rc == 0, out
+    assert any(c.startswith("stop -t 75 id-green") for c in calls), calls
+    assert '"retire_done"' in out
+    assert not (host / "state" / "retire-green.json").exists()
+    assert not (host / "state" / "release.lock").exists(), "the timer left its lock"
+
+
+def test_a_held_lock_defers_the_retirement(host: Path) -> None:
+    (host / "state" / "state.json").write_text(state("blue"))
+    due(host, "green")
+    held = {
+        "owner": "release X",
+        "token": "t",
+        "acquired_at": "2026-01-01T00:00:00Z",
+        "expires_at": core.iso(datetime.now(UTC) + timedelta(minutes=5)),
+    }
+    (host / "state" / "release.lock").write_text(json.dumps(held))
+    rc, calls, out = run(host)
+    assert rc == 0 and calls == [], calls
+    assert '"retire_deferred"' in out and "held by release X" in out
+    assert (host / "state" / "retire-green.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("active", "marker", "reason"),
+    [
+        ("green", None, "active again"),
+        ("blue", "green", "upstream file points at green"),
+    ],
+)
+def test_what_serves_is_never_stopped(
+    host: Path, active: str, marker: str | None, reason: str
+) -> None:
+    (host / "state" / "state.json").write_text(state(active))
+    if marker:
+        (host / "upstreams.conf").write_text(core.render_marker(marker, "v2", None) + "\n")
+    due(host, "green")
+    rc, calls, out = run(host)
+    assert rc == 0, out
+    assert not any(c.startswith("stop") for c in calls), calls
+    assert '"retire_skipped"' in out and reason in out
