@@ -140,24 +140,29 @@ def run(
             return {"changed": changed, "reloaded": False, "diff": diff}
         if changed:
             write_durably(path, wanted, move=move)
-        rc, out, err = command(list(params["test_command"]))
-        if rc != 0:
-            if changed and before is not None:
-                write_durably(path, before, move=move)
-            raise BlueGreenError(
-                f"nginx refused the switch to {params['color']} ({params['version']}): "
-                f"{(err or out).strip()}. The previous upstream file was put back and nginx was "
-                f"not reloaded, so traffic still goes where it went. Fix the configuration "
-                f"(`nginx -t` on the host) and rerun"
-            )
-        rc, out, err = command(list(params["reload_command"]))
-        if rc != 0:
-            if changed and before is not None:
-                write_durably(path, before, move=move)
-            raise BlueGreenError(
-                f"nginx did not reload: {(err or out).strip()}. The previous upstream file was "
-                f"put back; check `systemctl status nginx` on the host"
-            )
+        steps = (
+            (
+                "test_command",
+                "nginx refused the switch to {color} ({version}): {why}. The "
+                "previous upstream file was put back and nginx was not reloaded, so traffic still "
+                "goes where it went. Fix the configuration (`nginx -t` on the host) and rerun",
+            ),
+            (
+                "reload_command",
+                "nginx did not reload: {why}. The previous upstream file was put "
+                "back; check `systemctl status nginx` on the host",
+            ),
+        )
+        for step, failure in steps:
+            rc, out, err = command(list(params[step]))
+            if rc != 0:
+                if changed and before is not None:
+                    write_durably(path, before, move=move)
+                raise BlueGreenError(
+                    failure.format(
+                        color=params["color"], version=params["version"], why=(err or out).strip()
+                    )
+                )
     return {"changed": True, "reloaded": True, "diff": diff}
 
 
