@@ -183,7 +183,7 @@ class JobQueue:
             path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
+        self._set_wal(busy_timeout_s)
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._count("schema")
         self._db.executescript(_SCHEMA)
@@ -191,6 +191,23 @@ class JobQueue:
 
     def close(self) -> None:
         self._db.close()
+
+    def _set_wal(self, timeout_s: float) -> None:
+        """Switch to WAL, waiting for a colour that opens the same new file at once.
+
+        SQLite answers "database is locked" at once, without its busy handler,
+        while another connection sets up the WAL index: wait and ask again, up to
+        the busy timeout.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     # --- plumbing -----------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from archibald_app.queue import JobQueue
@@ -130,3 +132,30 @@ def test_concurrent_claims_never_share_a_job(db: str) -> None:
         t.join(timeout=60)
     all_ids = [i for ids in claimed.values() for i in ids]
     assert sorted(all_ids) == list(range(1, 201))
+
+
+def _open_queue(path: str, start: Any, out: Any) -> None:
+    start.wait()
+    try:
+        JobQueue(path).close()
+        out.put("ok")
+    except Exception as exc:
+        out.put(repr(exc))
+
+
+def test_both_colours_can_open_a_new_database_at_the_same_moment(tmp_path: Path) -> None:
+    """SQLite refuses the switch to WAL at once, busy handler or not, while another
+    process sets it up: 30 rounds of four processes opening one new file together."""
+    context = multiprocessing.get_context("fork")
+    failures = []
+    for round_ in range(30):
+        path = str(tmp_path / f"jobs-{round_}.sqlite3")
+        start, out = context.Event(), context.Queue()
+        procs = [context.Process(target=_open_queue, args=(path, start, out)) for _ in range(4)]
+        for proc in procs:
+            proc.start()
+        start.set()
+        failures += [r for r in (out.get(timeout=30) for _ in procs) if r != "ok"]
+        for proc in procs:
+            proc.join(timeout=30)
+    assert failures == []
