@@ -143,7 +143,6 @@ plan:
   type: dict
 """
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -161,18 +160,17 @@ from ansible.module_utils.bluegreen import (
     parse_marker,
     paths,
     plan,
+    read_deadline,
     read_text,
     summarize_container,
 )
 
 
-def read_deadline(path: str) -> float | None:
-    text = read_text(path)
-    if text is None:
-        return None
+def deadline_or_none(path: str) -> float | None:
+    """Facts report an unreadable deadline as none; the retirement script refuses it."""
     try:
-        return float(json.loads(text)["deadline"])
-    except (ValueError, KeyError, TypeError):
+        return read_deadline(path)
+    except BlueGreenError:
         return None
 
 
@@ -206,7 +204,7 @@ def observe(params: dict[str, Any], now: datetime) -> dict[str, Any]:
         "upstream": upstream,
         "edge": edge,
         "colors": per_color,
-        "retire": {c: read_deadline(files["retire"][c]) for c in colors},
+        "retire": {c: deadline_or_none(files["retire"][c]) for c in colors},
         "drift": found,
         "plan": plan(state, found, per_color, request, colors),
     }

@@ -168,6 +168,17 @@ def directory_lock(directory: str) -> Iterator[None]:
         os.close(fd)
 
 
+def read_deadline(path: str) -> float | None:
+    """A retirement deadline (epoch seconds) from its file; None when there is none."""
+    text = read_text(path)
+    if text is None:
+        return None
+    try:
+        return float(json.loads(text)["deadline"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BlueGreenError(f"cannot read the retirement deadline in {path}: {exc}") from exc
+
+
 # --- state -----------------------------------------------------------------
 
 

@@ -575,3 +575,13 @@ def test_a_fenced_write_renews_the_lease(tmp_path: Path) -> None:
     on_disk = json.loads((tmp_path / core.LOCK_FILE).read_text())
     assert on_disk["expires_at"] == core.iso(later + timedelta(seconds=300))
     assert on_disk["token"] == "t1"
+
+
+def test_read_deadline(tmp_path: Path) -> None:
+    path = tmp_path / "retire-green.json"
+    assert core.read_deadline(str(path)) is None
+    path.write_text('{"deadline": 1700000000}')
+    assert core.read_deadline(str(path)) == 1700000000.0
+    path.write_text('{"when": 5}')
+    with pytest.raises(core.BlueGreenError, match="cannot read the retirement deadline"):
+        core.read_deadline(str(path))
