@@ -72,7 +72,7 @@ cd-test: app-images ## Execute cd.yml's deploy job against a sandbox host (3 rel
 	$(BIN)/python harness/scenarios.py cd-test
 
 .PHONY: scenarios
-scenarios: app-images ## Every Molecule scenario and cd-test: role scenarios and cd-test share three lanes, then the whole stack alone
+scenarios: app-images ## Every Molecule scenario and cd-test: role scenarios and cd-test share three lanes, then the whole stack on two hosts
 	$(BIN)/python harness/scenarios.py $(SCENARIOS) cd-test
 
 .PHONY: ci-estimate
