@@ -26,6 +26,7 @@ ROLES = sorted(p.parent.parent for p in ROOT.glob("roles/*/meta/argument_specs.y
 # Computed from a secret but holding none of it.
 NOT_SECRET = {
     "_nginx_prometheus_enabled": "a boolean: whether any Prometheus UI user is configured",
+    "_bluegreen_config": "a hash of the containers' settings; the secrets enter it hashed",
 }
 
 
