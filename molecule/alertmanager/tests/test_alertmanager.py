@@ -179,5 +179,6 @@ def test_watchdog_pings_the_heartbeat_and_nobody_else(host) -> None:
     times = [r["time"] for r in _records(host, "http") if r["path"] == "/ping/heartbeat"]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     print(f"\n[alertmanager] heartbeat every {min(gaps):.0f}-{max(gaps):.0f} s (interval 10s)")
+    assert max(gaps) < 15, f"heartbeat gaps {gaps}: the interval is 10 s"
     assert pings[0]["alerts"][0]["labels"]["alertname"] == "Watchdog"
     assert not _hooks(host, "/hook", run) and not _mails(host, run)
