@@ -70,6 +70,7 @@ STACK_PARTS: dict[str, tuple[tuple[str, ...], int]] = {
     "monitoring": (("test_3_monitoring", "test_4_analysis"), 600),
     "faults": (("test_5_faults", "test_6_security"), 540),
     "engine": (("test_7_engine",), 540),
+    "alerting": (("test_9_alerting",), 540),  # 412 s alone
 }
 # `make test` runs the whole stack as these lanes, at once, each on a host of
 # its own (a slot: the host's name, its published port, Molecule's working
@@ -79,7 +80,7 @@ STACK_PARTS: dict[str, tuple[tuple[str, ...], int]] = {
 # figures are latencies (release, faults) share a lane.
 STACK_LANES: tuple[tuple[str, ...], ...] = (
     ("release", "faults"),
-    ("monitoring", "engine"),
+    ("monitoring", "engine", "alerting"),
 )
 STACK_SLOTS: tuple[dict[str, str], ...] = (
     {"ARCHIBALD_STACK_HOST": "default-deb12", "ARCHIBALD_STACK_PORT": "18443"},
