@@ -94,6 +94,14 @@ def test_dashboards_are_provisioned(host) -> None:
         assert json.loads(dashboard.content_string)["uid"].startswith("archibald-")
 
 
+def test_the_memory_limit_waits_for_the_service(host) -> None:
+    """Written before the package: systemd applies it when grafana-server first starts
+    (grafana_online checks it in force)."""
+    dropin = host.file("/etc/systemd/system/grafana-server.service.d/memory.conf")
+    assert dropin.exists and dropin.mode == 0o644
+    assert "MemoryMax=512M" in dropin.content_string
+
+
 def test_package_and_service_are_absent_when_repo_unreachable(host) -> None:
     assert not host.package("grafana").is_installed
     assert not host.socket("tcp://127.0.0.1:3000").is_listening

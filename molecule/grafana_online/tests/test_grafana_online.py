@@ -44,6 +44,10 @@ def test_grafana_runs_from_its_package_on_loopback(host) -> None:
     assert service.is_enabled
     assert host.socket("tcp://127.0.0.1:3000").is_listening
     assert not host.socket("tcp://0.0.0.0:3000").is_listening
+    # The drop-in's limit is in force in the running service.
+    assert host.check_output("systemctl show grafana-server -p MemoryMax --value") == str(
+        512 * 2**20
+    )
 
 
 def test_grafana_answers_through_nginx(host) -> None:
