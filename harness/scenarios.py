@@ -19,8 +19,16 @@ failure. The offline scenarios decide reachability themselves (their
 repositories point at addresses that never resolve), so they pass the same on
 any network.
 
-Usage: scenarios.py [--jobs N] [SCENARIO ...]   (default: every molecule/*/molecule.yml)
-       scenarios.py --estimate-github           (wall time of ci.yml from the budgets)
+The whole-stack scenario's tests come in parts (``STACK_PARTS``). Here
+``default`` runs every part on one host, set up once. ``default:<part>`` runs
+the same scenario with only that part's test files (the environment variable
+``ARCHIBALD_STACK_TESTS``, read by the scenario's conftest.py): that is what
+each of GitHub's parallel jobs runs, so the longest part sets ci.yml's wall
+time instead of their sum.
+
+Usage: scenarios.py [--jobs N] [SCENARIO[:PART] ...]   (default: every molecule/*/molecule.yml)
+       scenarios.py --estimate-github                 (wall time of ci.yml from the budgets)
+       scenarios.py --github-jobs                     (ci.yml's Molecule matrix, one per line)
 """
 
 from __future__ import annotations
@@ -39,7 +47,6 @@ LOGS = ROOT / ".cache" / "molecule-logs"
 # Wall-time budget per scenario in seconds; the fresh CI run must stay under
 # 30 minutes in all, images and virtualenv included.
 BUDGETS_S: dict[str, int] = {
-    "default": 1800,
     "base": 600,  # 388 s in the last CI run, three scenarios at once
     "docker": 300,
     "node_exporter": 300,
@@ -49,20 +56,35 @@ BUDGETS_S: dict[str, int] = {
     "cd-test": 720,  # 5.3-7.4 min with the machine shared
 }
 DEFAULT_BUDGET_S = 480
+# The whole-stack scenario: its set-up (create, converge, idempotence: about
+# 3.5 min here) and its tests in parts, each part the test files it runs and
+# the most they may take. Every test file is in exactly one part (a unit test
+# checks it); the parts are ordered as their files are, so `default` runs the
+# files in the same order as before the split.
+STACK = "default"
+STACK_SETUP_S = 360
+STACK_TESTS_ENV = "ARCHIBALD_STACK_TESTS"
+STACK_PARTS: dict[str, tuple[tuple[str, ...], int]] = {
+    "release": (("test_1_release_under_load", "test_2_failures"), 420),
+    "monitoring": (("test_3_monitoring", "test_4_analysis"), 540),
+    "faults": (("test_5_faults", "test_6_security"), 420),
+    "engine": (("test_7_engine",), 420),
+}
 # Suites that are not Molecule scenarios but share the role scenarios' lanes
 # (each makes and removes its own hosts): name -> command.
 SUITES: dict[str, list[str]] = {
     "cd-test": ["pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/cd"],
 }
-EXCLUSIVE = {"default"}
+EXCLUSIVE = {STACK}
 # Scenario -> the URL it needs; read from the role's defaults, not repeated here.
 ONLINE: dict[str, tuple[Path, str]] = {
     "grafana_online": (ROOT / "roles/grafana/defaults/main.yml", "grafana_apt_key_url"),
 }
 # What a GitHub job spends around its scenario, an estimate not a measurement
-# on GitHub: apt-get ~0.5 min, virtualenv ~1, debootstrap and the harness
-# images ~2.5, app images and registry ~1.
-GITHUB_JOB_SETUP_S = 300
+# on GitHub: apt-get ~0.5 min, virtualenv ~1, the harness's Debian images
+# loaded from actions/cache ~0.5 (the first job of a week or of a new recipe
+# builds them: debootstrap ~2.5), app images and registry ~1.
+GITHUB_JOB_SETUP_S = 210
 # Jobs of ci.yml that are not a Molecule scenario: set-up plus what they took
 # here (lint 2 min, unit 3 min, cd-test 5 min), rounded up.
 GITHUB_OTHER_JOBS_S: dict[str, int] = {"lint": 240, "unit": 420, "cd-test": 600}
@@ -87,6 +109,37 @@ class Run:
 
 def scenarios_on_disk() -> list[str]:
     return sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
+
+
+def stack_tests_on_disk() -> list[str]:
+    """The whole-stack scenario's test files, by stem."""
+    return sorted(p.stem for p in (ROOT / "molecule" / STACK / "tests").glob("test_*.py"))
+
+
+def github_jobs() -> list[str]:
+    """ci.yml's Molecule matrix: every scenario, the whole stack once per part."""
+    names: list[str] = []
+    for name in scenarios_on_disk():
+        names += [f"{STACK}:{p}" for p in STACK_PARTS] if name == STACK else [name]
+    return names
+
+
+def budget(name: str) -> int:
+    scenario, _, part = name.partition(":")
+    if scenario == STACK:
+        parts = [STACK_PARTS[part]] if part else STACK_PARTS.values()
+        return STACK_SETUP_S + sum(seconds for _, seconds in parts)
+    return BUDGETS_S.get(name, DEFAULT_BUDGET_S)
+
+
+def run_env(name: str) -> dict[str, str]:
+    """The environment a scenario runs with: a part names its test files."""
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", PY_COLORS="0", NO_COLOR="1")
+    scenario, _, part = name.partition(":")
+    env.pop(STACK_TESTS_ENV, None)
+    if scenario == STACK and part:
+        env[STACK_TESTS_ENV] = ",".join(STACK_PARTS[part][0])
+    return env
 
 
 def online_url(name: str) -> str:
@@ -132,7 +185,7 @@ def skip_offline(run: Run) -> bool:
 
 
 def command(name: str) -> list[str]:
-    return SUITES.get(name) or ["molecule", "test", "-s", name]
+    return SUITES.get(name) or ["molecule", "test", "-s", name.partition(":")[0]]
 
 
 def start(run: Run) -> None:
@@ -140,17 +193,17 @@ def start(run: Run) -> None:
     handle = run.log.open("wb")
     run.handle = handle
     print(
-        f"=== start {' '.join(command(run.name))} (budget {run.budget} s, log {run.log})",
+        f"=== start {run.name}: {' '.join(command(run.name))} "
+        f"(budget {run.budget} s, log {run.log})",
         flush=True,
     )
-    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", PY_COLORS="0", NO_COLOR="1")
     run.proc = subprocess.Popen(
         command(run.name),
         cwd=ROOT,
         stdout=handle,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env=env,
+        env=run_env(run.name),
     )
     run.started = time.monotonic()
 
@@ -167,7 +220,7 @@ def finish(run: Run, code: int | None) -> None:
             run.proc.wait()
         if run.name not in SUITES:
             subprocess.run(
-                ["molecule", "destroy", "-s", run.name],
+                ["molecule", "destroy", "-s", run.name.partition(":")[0]],
                 cwd=ROOT,
                 check=False,
                 stdout=subprocess.DEVNULL,
@@ -179,7 +232,7 @@ def finish(run: Run, code: int | None) -> None:
         run.why = "" if run.ok else f"molecule exited {code}"
     run.handle.close()  # type: ignore[attr-defined]
     print(
-        f"=== end {' '.join(command(run.name))}: {'PASS' if run.ok else 'FAIL'} "
+        f"=== end {run.name}: {' '.join(command(run.name))}: {'PASS' if run.ok else 'FAIL'} "
         f"in {run.elapsed:.0f} s {run.why}",
         flush=True,
     )
@@ -224,20 +277,32 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="print the estimated wall time of ci.yml on GitHub from the budgets",
     )
+    parser.add_argument(
+        "--github-jobs",
+        action="store_true",
+        help="print ci.yml's Molecule matrix (one scenario or whole-stack part a line)",
+    )
     parser.add_argument("scenarios", nargs="*")
     args = parser.parse_args(argv)
     if args.estimate_github:
         return estimate_github()
+    if args.github_jobs:
+        print("\n".join(github_jobs()))
+        return 0
+    problems = stack_parts_problems()
+    if problems:
+        print("scenarios: " + "; ".join(problems), file=sys.stderr)
+        return 2
     names = args.scenarios or scenarios_on_disk()
-    known = scenarios_on_disk() + list(SUITES)
+    known = scenarios_on_disk() + list(SUITES) + [f"{STACK}:{p}" for p in STACK_PARTS]
     unknown = [n for n in names if n not in known]
     if unknown:
         print(f"scenarios: no such scenario {unknown}; have {known}", file=sys.stderr)
         return 2
-    runs = {n: Run(n, BUDGETS_S.get(n, DEFAULT_BUDGET_S), LOGS / f"{n}.log") for n in names}
+    runs = {n: Run(n, budget(n), LOGS / f"{n.replace(':', '-')}.log") for n in names}
     # Suites first: the longest of the shared lanes starts at once.
-    shared = [runs[n] for n in sorted(names, key=lambda n: n not in SUITES) if n not in EXCLUSIVE]
-    alone = [runs[n] for n in names if n in EXCLUSIVE]
+    alone = [runs[n] for n in names if n.partition(":")[0] in EXCLUSIVE]
+    shared = [runs[n] for n in sorted(names, key=lambda n: n not in SUITES) if runs[n] not in alone]
     started = time.monotonic()
     run_all(shared, max(1, args.jobs))
     run_all(alone, 1)
@@ -252,23 +317,41 @@ def main(argv: list[str]) -> int:
     return 0 if failed == 0 else 1
 
 
+def stack_parts_problems() -> list[str]:
+    """What is wrong with STACK_PARTS against the test files on disk."""
+    listed = [stem for files, _ in STACK_PARTS.values() for stem in files]
+    on_disk = stack_tests_on_disk()
+    problems = [
+        f"molecule/{STACK}/tests/{stem}.py is in no part of STACK_PARTS in "
+        "harness/scenarios.py: add it to one (or a new part, with its budget and its "
+        "entry in ci.yml's matrix)"
+        for stem in on_disk
+        if stem not in listed
+    ]
+    problems += [
+        f"STACK_PARTS names {stem}, which is not a test file" for stem in set(listed) - set(on_disk)
+    ]
+    problems += [
+        f"STACK_PARTS names {stem} twice" for stem in {s for s in listed if listed.count(s) > 1}
+    ]
+    return problems
+
+
 def estimate_github() -> int:
     """Print ci.yml's estimated wall time: its parallel jobs, then the image job.
 
-    Each Molecule scenario is its own job on GitHub: set-up plus the
-    scenario's budget (the most it may take before it is stopped). The run
-    takes as long as its longest test job plus the image job after it.
+    Each Molecule scenario, and each part of the whole stack, is its own job
+    on GitHub: set-up plus the budget (the most it may take before it is
+    stopped). The run takes as long as its longest test job plus the image job
+    after it.
     """
-    jobs = {
-        f"molecule {n}": GITHUB_JOB_SETUP_S + BUDGETS_S.get(n, DEFAULT_BUDGET_S)
-        for n in scenarios_on_disk()
-    }
+    jobs = {f"molecule {n}": GITHUB_JOB_SETUP_S + budget(n) for n in github_jobs()}
     jobs.update(GITHUB_OTHER_JOBS_S)
     longest = max(jobs, key=lambda j: jobs[j])
     total = jobs[longest] + GITHUB_IMAGE_JOB_S
     print("Estimated GitHub wall time of ci.yml (from harness/scenarios.py budgets):")
     for job, seconds in sorted(jobs.items(), key=lambda item: -item[1]):
-        print(f"  {job:<24} {seconds / 60:5.1f} min")
+        print(f"  {job:<30} {seconds / 60:5.1f} min")
     verdict = "within" if total <= GITHUB_TARGET_S else "OVER"
     print(
         f"longest job: {longest} ({jobs[longest] / 60:.1f} min) + image "

@@ -13,8 +13,11 @@ Hub:
 
 Each image carries a content-hashed tag (``<release>-<hash>``) and a moving
 tag (``<release>``) that points to it; an image is rebuilt only when its hash
-changes. The registry runs as the container ``archibald-registry`` on the
-network ``archibald-test`` (name ``registry``, port 5000) and is published on
+changes. With ``TESTBED_IMAGE_CACHE=<file.tar>`` the images are loaded from
+that file first and, when any had to be built, saved to it afterwards (the
+GitHub jobs keep it in actions/cache, so each job skips debootstrap). The
+registry runs as the container ``archibald-registry`` on the network
+``archibald-test`` (name ``registry``, port 5000) and is published on
 127.0.0.1:5000 for pushes from this machine.
 
 Usage: testbed.py {preflight,images,registry,app-images,all,clean,info}
@@ -229,6 +232,37 @@ def _dir_hash(path: Path) -> str:
     return _hash(*parts)
 
 
+# Refs built (not found up to date) by this run; the image cache is rewritten
+# only when this is not empty.
+BUILT: list[str] = []
+
+
+def load_image_cache(path: Path) -> None:
+    """Load the images saved in ``path`` (a `docker save` tar), when it exists."""
+    if not path.is_file():
+        log(f"no image cache at {path} yet: building, then saving it there")
+        return
+    started = time.monotonic()
+    run(["docker", "load", "-q", "-i", str(path)], capture=True)
+    log(f"loaded the cached images from {path} in {time.monotonic() - started:.0f} s")
+
+
+def save_image_cache(path: Path, refs: dict[str, str]) -> None:
+    """Save ``refs`` to ``path`` when this run built any of them (or it is missing)."""
+    if path.is_file() and not BUILT:
+        return
+    started = time.monotonic()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    run(["docker", "save", "-o", str(partial), *sorted(set(refs.values()))], capture=True)
+    partial.replace(path)
+    size = path.stat().st_size / 2**20
+    log(
+        f"saved {len(set(refs.values()))} images to {path} ({size:.0f} MiB) "
+        f"in {time.monotonic() - started:.0f} s"
+    )
+
+
 def _tag(ref_hashed: str, ref_moving: str) -> None:
     run(["docker", "tag", ref_hashed, ref_moving])
 
@@ -306,6 +340,7 @@ def build_base(release: str) -> str:
         if imp.returncode != 0 or tar.returncode != 0:
             raise HarnessError(f"docker import of {ref} failed: {imp.stderr.decode()[-800:]}")
     _tag(ref, f"archibald/debian:{release}")
+    BUILT.append(ref)
     log(f"built {ref} in {time.monotonic() - started:.0f} s")
     return ref
 
@@ -332,6 +367,7 @@ def build_from_dockerfile(
             f"docker build of {ref} failed:\n" + result.stderr.decode(errors="replace")[-2500:]
         )
     _tag(ref, moving)
+    BUILT.append(ref)
     log(f"built {ref} in {time.monotonic() - started:.0f} s")
     return ref
 
@@ -571,7 +607,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"apt sources found (debian mirror and {'a' if security else 'no'} security mirror)"
             )
         if args.command in ("images", "all"):
-            build_images(releases)
+            cache = os.environ.get("TESTBED_IMAGE_CACHE", "").strip()
+            if cache:
+                load_image_cache(Path(cache))
+            refs = build_images(releases)
+            if cache:
+                save_image_cache(Path(cache), refs)
         if args.command in ("registry", "all"):
             registry_up()
             seed_registry()

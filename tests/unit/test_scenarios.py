@@ -74,6 +74,51 @@ def test_github_estimate_is_the_longest_job_plus_the_image(
 ) -> None:
     assert scenarios.estimate_github() == 0
     out = capsys.readouterr().out
-    longest = scenarios.GITHUB_JOB_SETUP_S + max(scenarios.BUDGETS_S.values())
+    longest = scenarios.GITHUB_JOB_SETUP_S + max(
+        [*scenarios.BUDGETS_S.values(), *map(scenarios.budget, scenarios.github_jobs())]
+    )
     total = (longest + scenarios.GITHUB_IMAGE_JOB_S) / 60
     assert f"= {total:.1f} min" in out
+
+
+def test_every_whole_stack_test_file_is_in_exactly_one_part() -> None:
+    assert scenarios.stack_parts_problems() == []
+    assert scenarios.stack_tests_on_disk(), "no whole-stack tests found"
+
+
+def test_a_test_file_in_no_part_is_refused_with_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(scenarios, "stack_tests_on_disk", lambda: ["test_1_a", "test_9_new"])
+    monkeypatch.setattr(scenarios, "STACK_PARTS", {"a": (("test_1_a", "test_0_gone"), 60)})
+    assert scenarios.main(["docker"]) == 2
+    err = capsys.readouterr().err
+    assert "test_9_new.py is in no part of STACK_PARTS" in err
+    assert "test_0_gone, which is not a test file" in err
+
+
+def test_a_part_runs_the_whole_stack_scenario_with_only_its_files(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(scenarios.STACK_TESTS_ENV, "leftover")
+    name = f"{scenarios.STACK}:engine"
+    assert scenarios.command(name) == ["molecule", "test", "-s", scenarios.STACK]
+    assert scenarios.run_env(name)[scenarios.STACK_TESTS_ENV] == ",".join(
+        scenarios.STACK_PARTS["engine"][0]
+    )
+    # The whole scenario runs every file: nothing is inherited from the caller.
+    assert scenarios.STACK_TESTS_ENV not in scenarios.run_env(scenarios.STACK)
+    assert scenarios.budget(name) == scenarios.STACK_SETUP_S + scenarios.STACK_PARTS["engine"][1]
+    assert scenarios.budget(scenarios.STACK) == scenarios.STACK_SETUP_S + sum(
+        seconds for _, seconds in scenarios.STACK_PARTS.values()
+    )
+
+
+def test_the_github_estimate_counts_each_part_not_their_sum(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    scenarios.estimate_github()
+    out = capsys.readouterr().out
+    for part in scenarios.STACK_PARTS:
+        assert f"molecule {scenarios.STACK}:{part}" in out
+    assert f"molecule {scenarios.STACK} " not in out

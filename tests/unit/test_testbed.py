@@ -104,3 +104,35 @@ def _patch_paths(monkeypatch: pytest.MonkeyPatch, apt: Path) -> None:
         return real(text)
 
     monkeypatch.setattr(testbed, "Path", fake)
+
+
+def test_image_cache_is_loaded_first_and_saved_only_when_something_was_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **_kw: object) -> object:
+        calls.append(cmd)
+        if cmd[:2] == ["docker", "save"]:
+            Path(cmd[cmd.index("-o") + 1]).write_bytes(b"tar")
+        return None
+
+    monkeypatch.setattr(testbed, "run", fake_run)
+    monkeypatch.setattr(testbed, "BUILT", [])
+    cache = tmp_path / "cache" / "images.tar"
+    refs = {"debian12": "archibald/debian:12-a", "vps12": "archibald/vps:12-b"}
+
+    testbed.load_image_cache(cache)  # nothing cached yet: nothing to load
+    testbed.save_image_cache(cache, refs)  # missing: written, the hashed refs only
+    assert calls == [["docker", "save", "-o", f"{cache}.partial", *sorted(refs.values())]]
+    assert cache.read_bytes() == b"tar" and not Path(f"{cache}.partial").exists()
+
+    calls.clear()
+    testbed.load_image_cache(cache)
+    testbed.save_image_cache(cache, refs)  # all were up to date: the cache stays
+    assert calls == [["docker", "load", "-q", "-i", str(cache)]]
+
+    calls.clear()
+    testbed.BUILT.append("archibald/vps:12-b")
+    testbed.save_image_cache(cache, refs)  # a new recipe built an image: rewritten
+    assert calls and calls[0][:2] == ["docker", "save"]

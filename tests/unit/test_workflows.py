@@ -200,8 +200,12 @@ def test_helper_script_passes_shellcheck(script: Path) -> None:
 
 
 def test_molecule_matrix_is_every_scenario() -> None:
+    """One job per scenario, and one per part of the whole stack (each part its own job)."""
+    from harness import scenarios
+
     matrix = load(WORKFLOW_DIR / "ci.yml")["jobs"]["molecule"]["strategy"]["matrix"]
-    assert sorted(entry["scenario"] for entry in matrix["include"]) == scenarios_on_disk()
+    assert [entry["scenario"] for entry in matrix["include"]] == scenarios.github_jobs()
+    assert {name.partition(":")[0] for name in scenarios.github_jobs()} == set(scenarios_on_disk())
 
 
 def platform_releases(scenario: str) -> set[str]:
@@ -217,7 +221,21 @@ def test_each_molecule_job_builds_only_the_debian_images_it_uses() -> None:
     assert job["env"]["TESTBED_RELEASES"] == "${{ matrix.releases }}"
     for entry in job["strategy"]["matrix"]["include"]:
         releases = set(entry["releases"].split(","))
-        assert releases == platform_releases(entry["scenario"]), entry
+        assert releases == platform_releases(entry["scenario"].partition(":")[0]), entry
+
+
+def test_jobs_that_build_the_debian_images_share_them_through_the_cache() -> None:
+    """The cache key names the releases and the recipe; the harness reads the tar's path."""
+    jobs = load(WORKFLOW_DIR / "ci.yml")["jobs"]
+    for name in ("molecule", "cd-test"):
+        job = jobs[name]
+        caches = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/cache@")]
+        assert len(caches) == 1, name
+        key = caches[0]["with"]["key"]
+        assert "${{ env.TESTBED_RELEASES }}" in key and "hashFiles('harness/testbed.py'" in key
+        assert job["env"]["TESTBED_IMAGE_CACHE"].endswith("/" + caches[0]["with"]["path"])
+        runs = "\n".join(s.get("run", "") for s in job["steps"])
+        assert "TESTBED_IMAGE_CACHE" in runs, f"{name}: sudo must keep TESTBED_IMAGE_CACHE"
 
 
 def test_ci_runs_the_make_test_targets() -> None:

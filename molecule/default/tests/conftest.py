@@ -30,6 +30,33 @@ TLS.check_hostname = False
 TLS.verify_mode = ssl.CERT_NONE
 
 
+# harness/scenarios.py runs one part of these tests on GitHub's parallel jobs
+# by naming its files here (comma-separated stems); unset, every file runs.
+STACK_TESTS_ENV = "ARCHIBALD_STACK_TESTS"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wanted = [s for s in os.environ.get(STACK_TESTS_ENV, "").split(",") if s.strip()]
+    if not wanted:
+        return
+    present = {Path(str(item.fspath)).stem for item in items}
+    unknown = sorted(set(wanted) - present)
+    if unknown:
+        raise pytest.UsageError(
+            f"{STACK_TESTS_ENV} names {unknown}, which are not test files here "
+            f"(have {sorted(present)}); see STACK_PARTS in harness/scenarios.py"
+        )
+    keep = [item for item in items if Path(str(item.fspath)).stem in wanted]
+    dropped = [item for item in items if item not in keep]
+    config.hook.pytest_deselected(items=dropped)
+    items[:] = keep
+    others = sorted(present - set(wanted))
+    print(
+        f"\n[parts] {STACK_TESTS_ENV}: running {', '.join(wanted)}; not run in this job: "
+        f"{', '.join(others)} (each part is its own job on GitHub; `make test` runs them all)"
+    )
+
+
 def inventory() -> str:
     path = os.environ.get("MOLECULE_INVENTORY_FILE")
     if not path:
