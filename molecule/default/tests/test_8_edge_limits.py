@@ -239,5 +239,8 @@ def test_flood_during_a_healthy_release_does_not_roll_it_back(host: Any) -> None
     assert after["colors"][after["active"]]["version"] == version
     assert version not in after.get("bad_versions", {})
     assert flooded["codes"].get(429, 0) > 0, flooded["codes"]
-    assert set(flooded["codes"]) <= {202, 429}, flooded["codes"]
+    # 0: the flood's keepalive connection closed by nginx's reload at the
+    # switch as a request went out (the client reconnects); every answer is
+    # 202 or 429.
+    assert set(flooded["codes"]) - {0} <= {202, 429}, flooded["codes"]
     assert not prober.failed(), prober.failed()[:10]
