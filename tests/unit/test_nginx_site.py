@@ -123,7 +123,7 @@ def test_limits_answer_429_and_413_as_json_with_the_security_headers() -> None:
     assert "limit_req zone=archibald_api burst=20 nodelay;" in api
     assert "error_page 413 @archibald_too_large;" in api
     assert "error_page 429 @archibald_limited;" in api
-    assert "limit_req zone=archibald_health burst=10 nodelay;" in location(conf, "= /health")
+    assert "limit_req zone=archibald_health burst=20 nodelay;" in location(conf, "= /health")
     for monitoring in ("/grafana/", "/prometheus/"):
         assert "zone=archibald_monitoring" in location(conf, monitoring)
 

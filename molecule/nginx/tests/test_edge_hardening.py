@@ -36,7 +36,7 @@ NAME = "localhost"
 CA = f"/etc/ssl/archibald/{NAME}.crt"
 CURL = f"curl -sS --max-time 10 --resolve {NAME}:443:127.0.0.1 --cacert {CA}"
 # The role's defaults, which this scenario converges with.
-API_RATE, API_BURST, HEALTH_BURST = 10, 20, 10
+API_RATE, API_BURST, HEALTH_BURST = 10, 20, 20
 MAX_BODY = 65536
 HEADER_TIMEOUT_S = 10
 P99_SLACK_S = 0.020
