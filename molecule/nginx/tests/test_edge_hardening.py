@@ -40,6 +40,7 @@ API_RATE, API_BURST, HEALTH_BURST = 10, 20, 20
 MAX_BODY = 65536
 HEADER_TIMEOUT_S = 10
 P99_SLACK_S = 0.020
+FLOOD_ATTEMPTS = 3
 
 # What testssl.sh must find on a host with a self-signed test certificate, and
 # why each is no fault of the configuration (id -> reason). Every other finding
@@ -270,44 +271,59 @@ def test_health_has_a_bucket_of_its_own(host: Host) -> None:
 
 
 def test_flood_gets_429_and_the_normal_client_does_not_notice(host: Host) -> None:
-    """hey floods /api/ at 10x the rate from this machine; the normal client is 127.0.0.1."""
+    """hey floods /api/ at 10x the rate from this machine; the normal client is 127.0.0.1.
+
+    The p99 of 48 requests is their slowest but one, and a machine shared with
+    other test runs can stall any single request by 100 ms or more. So a
+    baseline and a flood are measured in pairs, up to FLOOD_ATTEMPTS times: the
+    flood must never cost the normal client a request, and in at least one pair
+    its p99 must stay within 20 ms of the baseline just before. A flood that
+    really slowed the normal client would do so in every pair.
+    """
     _traffic_host(host)
     if shutil.which("hey") is None:
         pytest.fail("hey is not installed on this machine: `apt-get install hey` (.ci/run does)")
-    rate, seconds = 8, 8
-    baseline = _samples(_normal_client(host, rate, seconds, "/api/normal"))
-    _wait_for_bucket()
-    flood_s = seconds + 3
-    flood = subprocess.Popen(
-        [
-            *("hey", "-z", f"{flood_s}s", "-c", "4", "-q", str(API_RATE * 10 // 4)),
-            *("-host", NAME, f"https://{_ip(host)}/api/flood"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    time.sleep(2)  # the flood has spent its burst
-    during = _samples(_normal_client(host, rate, seconds, "/api/normal"))
-    out, _ = flood.communicate(timeout=flood_s + 60)
-    codes = {int(c): int(n) for c, n in _hey_codes(out)}
-    flood_total = sum(codes.values())
-    base_p99, p99 = _p99(baseline), _p99(during)
-    failed = [s for s in during if s[0] != 200]
-    print(
-        f"\n[flood {host.backend.get_hostname()}] flood: {flood_total} requests in {flood_s} s "
-        f"({flood_total / flood_s:.0f}/s, limit {API_RATE}/s burst {API_BURST}): {codes}; "
-        f"normal client: {len(during)} requests, {len(failed)} failed, "
-        f"p99 {p99 * 1000:.1f} ms (baseline {base_p99 * 1000:.1f} ms, "
-        f"{len([s for s in baseline if s[0] != 200])} failed of {len(baseline)})"
-    )
-    assert flood_total >= API_RATE * 8 * flood_s * 0.7, f"the flood was too slow: {out[-1500:]}"
-    assert codes.get(429, 0) >= flood_total * 0.8, codes
-    assert codes.get(200, 0) <= API_RATE * flood_s + API_BURST + API_RATE, codes
-    assert set(codes) <= {200, 429}, codes
-    assert not failed, failed
-    assert p99 <= base_p99 + P99_SLACK_S, (
-        f"the normal client's p99 rose from {base_p99 * 1000:.1f} ms to {p99 * 1000:.1f} ms"
+    rate, seconds, flood_s = 8, 6, 9
+    attempts = []
+    for attempt in range(1, FLOOD_ATTEMPTS + 1):
+        _wait_for_bucket()
+        baseline = _samples(_normal_client(host, rate, seconds, "/api/normal"))
+        flood = subprocess.Popen(
+            [
+                *("hey", "-z", f"{flood_s}s", "-c", "4", "-q", str(API_RATE * 10 // 4)),
+                *("-host", NAME, f"https://{_ip(host)}/api/flood"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(2)  # the flood has spent its burst
+        during = _samples(_normal_client(host, rate, seconds, "/api/normal"))
+        out, _ = flood.communicate(timeout=flood_s + 60)
+        codes = {int(c): int(n) for c, n in _hey_codes(out)}
+        flood_total = sum(codes.values())
+        base_p99, p99 = _p99(baseline), _p99(during)
+        failed = [s for s in during + baseline if s[0] != 200]
+        print(
+            f"\n[flood {host.backend.get_hostname()} #{attempt}] flood: {flood_total} requests "
+            f"in {flood_s} s ({flood_total / flood_s:.0f}/s, limit {API_RATE}/s burst "
+            f"{API_BURST}): {codes}; normal client: {len(during)} requests, {len(failed)} "
+            f"failed, p99 {p99 * 1000:.1f} ms (baseline {base_p99 * 1000:.1f} ms)"
+        )
+        assert flood_total >= API_RATE * 10 * flood_s * 0.6, (
+            f"the flood was too slow: {out[-1500:]}"
+        )
+        assert codes.get(429, 0) >= flood_total * 0.8, codes
+        assert codes.get(200, 0) <= API_RATE * flood_s + API_BURST + API_RATE, codes
+        assert set(codes) <= {200, 429}, codes
+        assert not failed, failed
+        attempts.append((base_p99, p99))
+        if p99 <= base_p99 + P99_SLACK_S:
+            return
+    pairs = [(round(b * 1000, 1), round(f * 1000, 1)) for b, f in attempts]
+    pytest.fail(
+        "the normal client's p99 rose by more than 20 ms during the flood in every pair "
+        f"(baseline, flood) in ms: {pairs}"
     )
 
 
