@@ -59,16 +59,17 @@ DEFAULT_BUDGET_S = 480
 # The whole-stack scenario: its set-up (create, converge, idempotence: about
 # 3.5 min here) and its tests in parts, each part the test files it runs and
 # the most they may take. Every test file is in exactly one part (a unit test
-# checks it); the parts are ordered as their files are, so `default` runs the
-# files in the same order as before the split.
+# checks it). `default` runs the files in their own order, whatever the parts.
 STACK = "default"
-STACK_SETUP_S = 360
+STACK_SETUP_S = 300  # about 200 s here
 STACK_TESTS_ENV = "ARCHIBALD_STACK_TESTS"
+# Each part alone here, the machine shared with other test runs: engine 405 s
+# of tests, faults 396 s.
 STACK_PARTS: dict[str, tuple[tuple[str, ...], int]] = {
-    "release": (("test_1_release_under_load", "test_2_failures"), 420),
-    "monitoring": (("test_3_monitoring", "test_4_analysis"), 540),
-    "faults": (("test_5_faults", "test_6_security"), 420),
-    "engine": (("test_7_engine",), 420),
+    "release": (("test_1_release_under_load", "test_2_failures"), 600),
+    "monitoring": (("test_3_monitoring", "test_4_analysis"), 600),
+    "faults": (("test_5_faults", "test_6_security"), 540),
+    "engine": (("test_7_engine",), 540),
 }
 # Suites that are not Molecule scenarios but share the role scenarios' lanes
 # (each makes and removes its own hosts): name -> command.

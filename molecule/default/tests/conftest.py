@@ -8,6 +8,7 @@ import re
 import signal
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -18,6 +19,8 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
+# The tests use the harness's load client (harness/postload.py).
+sys.path.insert(0, str(ROOT))
 EDGE = "https://127.0.0.1:18443"
 # The scenario's platform (molecule.yml), as the outer Docker names it.
 HOST_CONTAINER = "default-deb12"
