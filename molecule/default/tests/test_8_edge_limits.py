@@ -47,9 +47,10 @@ BACKEND_PORTS = {"blue": 8101, "green": 8201}
 
 # One HTTPS client in a container: WORKERS threads, each with one keepalive
 # connection, send RATE requests a second in all for SECONDS (at most), then
-# print {"codes": {status: count}, "samples": [[status, seconds], ...]}.
+# print {"codes": {status: count}, "samples": [[status, seconds], ...]}; SIGTERM
+# (docker stop) ends it early and it still prints.
 CLIENT = r"""
-import http.client, json, ssl, sys, threading, time
+import http.client, json, signal, ssl, sys, threading, time
 host, method, path, rate, seconds, workers = sys.argv[1:7]  # argv[0] is "-c"
 rate, seconds, workers = float(rate), float(seconds), int(workers)
 body = sys.argv[7].encode() if len(sys.argv) > 7 else None
@@ -57,9 +58,11 @@ ctx = ssl.create_default_context()
 ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
 samples, lock = [], threading.Lock()
 end = time.monotonic() + seconds
+stopped = threading.Event()  # `docker stop` ends the run early; the counts still print
+signal.signal(signal.SIGTERM, lambda *_: stopped.set())
 def work(offset):
     conn, next_at = None, time.monotonic() + offset / rate
-    while time.monotonic() < end:
+    while time.monotonic() < end and not stopped.is_set():
         time.sleep(max(0.0, next_at - time.monotonic()))
         next_at += workers / rate
         started = time.monotonic()
@@ -236,7 +239,7 @@ def test_flood_during_a_healthy_release_does_not_roll_it_back(host: Any) -> None
                 "release.yml", "-e", f"app_version={version}", *HEALTHY_ANALYSIS
             )
     finally:
-        subprocess.run(["docker", "stop", "-t", "5", "edge-flood-release"], check=False)
+        subprocess.run(["docker", "stop", "-t", "10", "edge-flood-release"], check=False)
     flooded = result(flood, timeout=60)
     verdict = re.search(rf"Analysis of {version} on \w+:\s+(\w+)", out)
     after = read_state(host)
