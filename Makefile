@@ -68,11 +68,16 @@ molecule: app-images ## Every Molecule scenario (create, converge, idempotence, 
 	$(BIN)/python harness/scenarios.py $(SCENARIOS)
 
 .PHONY: cd-test
-cd-test: app-images ## Execute cd.yml's deploy job against a sandbox host (3 releases) and smoke-test the app image
+cd-test: app-images ## Execute cd.yml's deploy job against a sandbox host (3 releases); smoke-test the app image; run it through the app contract
 	$(BIN)/python harness/scenarios.py cd-test
 
+.PHONY: contract
+contract: venv ## Run an app image through the app contract (APP_CONTRACT.md): make contract IMAGE=<ref> [CONTRACT_ARGS=...]
+	@test -n "$(IMAGE)" || { echo "make contract: name the image, e.g. make contract IMAGE=127.0.0.1:5000/archibald/app:v1 CONTRACT_ARGS=--reference"; exit 2; }
+	$(BIN)/python harness/contract.py $(IMAGE) $(CONTRACT_ARGS)
+
 .PHONY: scenarios
-scenarios: app-images ## Every Molecule scenario and cd-test: role scenarios and cd-test share three lanes, then the whole stack alone
+scenarios: app-images ## Every Molecule scenario and cd-test: role scenarios and cd-test share three lanes, then the whole stack on two hosts
 	$(BIN)/python harness/scenarios.py $(SCENARIOS) cd-test
 
 .PHONY: ci-estimate

@@ -501,6 +501,52 @@ def parse_marker(text: str | None) -> dict[str, Any] | None:
     return None
 
 
+# --- images ----------------------------------------------------------------
+
+
+def plan_prune(
+    images: Sequence[Mapping[str, Any]], state: Mapping[str, Any], keep_versions: int
+) -> tuple[list[str], list[str]]:
+    """(image IDs to remove, image IDs kept) of the app's local images.
+
+    ``images``: one entry per image ID, ``{"id", "tags": [...], "digests": [...]}``.
+    Kept: what a colour records (its image ID, digest or version tag), and the
+    images of the last ``keep_versions`` distinct versions the history names,
+    newest first (a rollback target stays on disk). ``keep_versions`` below 1
+    keeps everything. Only the app's repository is ever given here.
+    """
+    if keep_versions < 1:
+        return [], [str(i["id"]) for i in images]
+    keep_ids, keep_digests, keep_tags = set(), set(), set()
+    for entry in (state.get("colors") or {}).values():
+        keep_ids.add(entry.get("image_id"))
+        keep_digests.add(entry.get("digest"))
+        keep_tags.add(entry.get("version"))
+    seen: list[str] = []
+    for event in reversed(state.get("history") or []):
+        version = event.get("version")
+        if event.get("event") == "mark_bad" or not version or version in seen:
+            continue
+        if len(seen) >= keep_versions:
+            break
+        seen.append(version)
+        keep_tags.add(version)
+        keep_digests.add(event.get("digest"))
+    keep_ids.discard(None)
+    keep_digests.discard(None)
+    keep_tags.discard(None)
+    remove: list[str] = []
+    kept: list[str] = []
+    for image in images:
+        wanted = (
+            image["id"] in keep_ids
+            or keep_digests & set(image.get("digests") or [])
+            or keep_tags & set(image.get("tags") or [])
+        )
+        (kept if wanted else remove).append(str(image["id"]))
+    return remove, kept
+
+
 # --- observation -----------------------------------------------------------
 
 

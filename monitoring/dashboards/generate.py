@@ -202,22 +202,23 @@ APPLICATION = Dashboard(
         Panel(
             "API error rate (5xx share)",
             (
-                _q(
-                    # "or ... * 0": a colour without any 5xx yet shows 0 %, not "no data".
-                    f'(sum by (color) (rate(http_requests_total{{{APP}, route=~"/api.*", '
-                    'status_code=~"5.."}[$__rate_interval])) or sum by (color) '
-                    f'(rate(http_requests_total{{{APP}, route=~"/api.*"}}[$__rate_interval])) * 0)'
-                    " / sum by (color) "
-                    f'(rate(http_requests_total{{{APP}, route=~"/api.*"}}[$__rate_interval]))',
-                    "{{color}}",
-                ),
+                # The recorded fact (archibald.rules.yml) the analysis reads too:
+                # 0 % for a colour without 5xx, no data for one without requests.
+                _q("archibald:api_error_ratio:rate1m", "{{color}}"),
             ),
             unit="percentunit",
-            description="Alert AppHighErrorRate fires above 10 % for 5 minutes.",
+            description=(
+                "Over 1 minute, as the release analysis judges it. Alert AppHighErrorRate "
+                "fires when the 5-minute share stays above 10 % for 5 minutes."
+            ),
         ),
         Panel(
             "Latency p50 / p95 / p99",
-            _quantiles("http_request_duration_seconds", "color", APP),
+            (
+                *_quantiles("http_request_duration_seconds", "color", APP)[:2],
+                # p99 is the recorded fact the analysis judges (archibald.rules.yml).
+                _q("archibald:request_duration_seconds:p99_1m", "p99 {{color}}"),
+            ),
             unit="s",
             width=24,
         ),
@@ -347,6 +348,21 @@ WORKERS = Dashboard(
                     "{{color}}",
                 ),
             ),
+        ),
+        Panel(
+            "Last drain duration",
+            (
+                _q(
+                    f"max by (color, service) (app_drain_duration_seconds{{{APP}}})",
+                    "{{service}} {{color}}",
+                ),
+            ),
+            unit="s",
+            description=(
+                "How long the last drain after SIGTERM took, per container (0 before the "
+                "first drain). The drain timeout is 60 s; DrainDidNotFinish fires after 90 s."
+            ),
+            width=24,
         ),
     ),
 )

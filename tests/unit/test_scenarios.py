@@ -122,3 +122,41 @@ def test_the_github_estimate_counts_each_part_not_their_sum(
     for part in scenarios.STACK_PARTS:
         assert f"molecule {scenarios.STACK}:{part}" in out
     assert f"molecule {scenarios.STACK} " not in out
+
+
+def test_the_whole_stack_runs_as_its_lanes_each_on_a_host_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started: list[scenarios.Run] = []
+
+    def fake_run_all(runs: list[scenarios.Run], jobs: int) -> None:
+        if any(r.name.startswith(f"{scenarios.STACK}:") for r in runs):
+            assert jobs == len(scenarios.STACK_LANES), "the lanes run at once"
+        for run in runs:
+            run.ok = True
+        started.extend(runs)
+
+    monkeypatch.setattr(scenarios, "run_all", fake_run_all)
+    assert scenarios.main([scenarios.STACK]) == 0
+    lanes = [f"{scenarios.STACK}:{'+'.join(lane)}" for lane in scenarios.STACK_LANES]
+    assert [r.name for r in started] == lanes
+    assert [r.slot for r in started] == list(range(len(lanes)))
+    hosts = {scenarios.run_env(r.name, r.slot)["ARCHIBALD_STACK_HOST"] for r in started}
+    ports = {scenarios.run_env(r.name, r.slot)["ARCHIBALD_STACK_PORT"] for r in started}
+    assert len(hosts) == len(ports) == len(lanes)
+    second = scenarios.run_env(lanes[1], 1)
+    assert "MOLECULE_EPHEMERAL_DIRECTORY" in second
+    assert "MOLECULE_EPHEMERAL_DIRECTORY" not in scenarios.run_env(lanes[0], 0)
+    files = second[scenarios.STACK_TESTS_ENV].split(",")
+    assert files == [f for p in scenarios.STACK_LANES[1] for f in scenarios.STACK_PARTS[p][0]]
+
+
+def test_every_slot_host_has_the_scenarios_host_vars() -> None:
+    host_vars = scenarios.ROOT / "molecule" / scenarios.STACK / "host_vars"
+    for slot in scenarios.STACK_SLOTS:
+        assert (host_vars / f"{slot['ARCHIBALD_STACK_HOST']}.yml").is_file(), slot
+
+
+def test_an_unknown_part_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert scenarios.main([f"{scenarios.STACK}:nope"]) == 2
+    assert "joined by +" in capsys.readouterr().err

@@ -26,6 +26,9 @@ ROLES = sorted(p.parent.parent for p in ROOT.glob("roles/*/meta/argument_specs.y
 # Computed from a secret but holding none of it.
 NOT_SECRET = {
     "_nginx_prometheus_enabled": "a boolean: whether any Prometheus UI user is configured",
+    "_bluegreen_config": "a hash of the containers' settings; the secrets enter it hashed",
+    "_alertmanager_receiver_count": "a number: how many receivers are configured",
+    "_alertmanager_url_problems": "sentences that name a webhook by its name, never its URL",
 }
 
 

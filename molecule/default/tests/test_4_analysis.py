@@ -23,8 +23,9 @@ from conftest import (
 )
 
 ANALYSIS = ["-e", "bluegreen_analysis_window_s=120", "-e", "bluegreen_analysis_interval_s=5"]
-# A healthy release is judged from 65 s on (the rate window must lie in the new
-# containers' life); 90 s leaves five rounds of judgement and saves CI 30 s.
+# A healthy release is judged from 75 s on (the rate window must lie in the new
+# containers' life, and a recorded sample may be one evaluation old); 90 s
+# leaves three rounds of judgement and saves CI 30 s.
 HEALTHY_ANALYSIS = ["-e", "bluegreen_analysis_window_s=90", "-e", "bluegreen_analysis_interval_s=5"]
 
 

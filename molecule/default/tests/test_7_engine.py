@@ -153,6 +153,48 @@ def test_a_changed_env_for_the_live_version_rolls_out_blue_green(host: Any) -> N
     assert rc == 0, out[-3000:]
 
 
+def test_app_secrets_reach_the_containers_roll_out_blue_green_and_are_never_printed(
+    host: Any,
+) -> None:
+    """bluegreen_secret_env with a marker value, released verbose with --diff: the new
+    colour's containers have it, from a root-only file; no line of the output has it; the
+    serving colour was not touched. A name the role sets itself is refused, by name only."""
+    marker = "S3cret-app-marker-4c7d1a"
+    color, version = serving()
+    live = started_at(host, color)
+    secrets = json.dumps({"bluegreen_secret_env": {"APP_TEST_SECRET": marker}})
+    with Prober("/api/jobs?limit=1") as prober:
+        rc, out, _ = run_playbook(
+            "release.yml", "-e", f"app_version={version}", "-e", secrets, "--diff", "-v"
+        )
+        assert rc == 0, out[-3000:]
+        new = other(color)
+        assert serving() == (new, version), "a changed secret must move traffic blue/green"
+        assert started_at(host, color) == live, "the serving containers were recreated in place"
+    leaks = [line for line in out.splitlines() if marker in line]
+    secrets_file = host.file(f"{STATE_DIR}/secrets-{new}.env")
+    seen = host.check_output(f"docker exec archibald-backend-{new} printenv APP_TEST_SECRET")
+    print(
+        f"\n[app secrets] verbose --diff release: {len(leaks)} lines with the secret; "
+        f"{secrets_file.path} {oct(secrets_file.mode)} {secrets_file.user}; the container has it: "
+        f"{seen == marker}; {prober.summary()}"
+    )
+    assert not leaks, "\n".join(leaks[:5])
+    assert seen == marker
+    assert (secrets_file.user, secrets_file.group, secrets_file.mode) == ("root", "root", 0o600)
+    assert not prober.failed(), prober.failed()[:5]
+
+    refused = json.dumps({"bluegreen_secret_env": {"APP_PORT": marker}})
+    rc, out, _ = run_playbook("release.yml", "-e", f"app_version={version}", "-e", refused, "-v")
+    assert rc == 2, out[-3000:]
+    assert "secret environment (vault) has names that cannot be used: APP_PORT" in out
+    assert marker not in out
+
+    # Back to no secrets for the tests that follow (blue/green again).
+    rc, out, _ = run_playbook("release.yml", "-e", f"app_version={version}")
+    assert rc == 0, out[-3000:]
+
+
 def test_a_run_whose_lock_was_taken_over_stops_before_writing(host: Any) -> None:
     before_state = host.file(STATE).content_string
     served = serving()

@@ -14,7 +14,10 @@ API = "http://127.0.0.1:9090/api/v1"
 # configuration (targets localhost:9090 and :9100) before the role replaces it.
 RELOAD_TS = 'prometheus_config_last_reload_success_timestamp_seconds{instance="127.0.0.1:9090"}'
 NODE_SAMPLES = 'count_over_time(up{job="node", instance="127.0.0.1:9100"}[1h])'
-EXPECTED_JOBS = {"archibald", "node", "nginx", "prometheus"}
+EXPECTED_JOBS = {"archibald", "node", "nginx", "prometheus", "blackbox_exporter", "blackbox"}
+# The probed sites of converge.yml: certificates that end in 7 and 90 days.
+SEVEN = "https://127.0.0.1:8407/health"
+NINETY = "https://127.0.0.1:8490/health"
 
 
 def _get(host, path: str) -> Any:
@@ -41,7 +44,13 @@ def _query(host, expr: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(
-    "service", ["prometheus", "prometheus-nginx-exporter", "prometheus-node-exporter"]
+    "service",
+    [
+        "prometheus",
+        "prometheus-nginx-exporter",
+        "prometheus-node-exporter",
+        "prometheus-blackbox-exporter",
+    ],
 )
 def test_services_enabled_and_running(host, service: str) -> None:
     unit = host.service(service)
@@ -49,7 +58,7 @@ def test_services_enabled_and_running(host, service: str) -> None:
     assert unit.is_running
 
 
-@pytest.mark.parametrize("port", [9090, 9100, 9113])
+@pytest.mark.parametrize("port", [9090, 9100, 9113, 9115])
 def test_listens_on_loopback_only(host, port: int) -> None:
     assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
     assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
@@ -131,3 +140,77 @@ def test_reload_keeps_process_and_data(host) -> None:
     assert after >= before, f"samples lost across the reload: {before} -> {after}"
     ok = _query(host, 'prometheus_config_last_reload_successful{instance="127.0.0.1:9090"}')
     assert ok[0]["value"][1] == "1"
+
+
+def _alerts(host, name: str) -> list[dict[str, Any]]:
+    return [a for a in _get(host, "alerts")["alerts"] if a["labels"]["alertname"] == name]
+
+
+def _value(host, expr: str) -> float | None:
+    result = _query(host, expr)
+    return float(result[0]["value"][1]) if result else None
+
+
+@pytest.mark.parametrize(("url", "days"), [(SEVEN, 7), (NINETY, 90)])
+def test_probe_sees_status_tls_and_certificate_expiry(host, url: str, days: int) -> None:
+    sel = f'job="blackbox", instance="{url}"'
+    _poll(f"a successful probe of {url}", lambda: _value(host, f"probe_success{{{sel}}}") == 1)
+    assert _value(host, f"probe_http_status_code{{{sel}}}") == 200
+    assert _query(host, f'probe_tls_version_info{{{sel}, version=~"TLS 1.[23]"}}')
+    left = _value(host, f"probe_ssl_earliest_cert_expiry{{{sel}}} - time()")
+    assert left is not None and abs(left / 86400 - days) < 1, f"{url}: {left} s left"
+    duration = _value(host, f"probe_duration_seconds{{{sel}}}")
+    print(f"\n[blackbox] {url}: TLS ok, {left / 86400:.1f} days left, {duration:.3f} s probe")
+
+
+def test_certificate_ending_in_7_days_alerts_and_90_days_does_not(host) -> None:
+    firing = _poll(
+        "CertificateExpiring for the 7-day certificate",
+        lambda: [a for a in _alerts(host, "CertificateExpiring") if a["state"] == "firing"],
+    )
+    assert {(a["labels"]["instance"], a["labels"]["severity"]) for a in firing} == {
+        (SEVEN, "warning")
+    }, firing
+
+
+def test_site_down_fires_when_nginx_stops_and_clears_after(host) -> None:
+    assert not _alerts(host, "SiteDown"), "SiteDown before anything was stopped"
+    host.check_output("systemctl stop nginx")
+    try:
+        started = time.monotonic()
+        firing = _poll(
+            "SiteDown for both probed sites",
+            lambda: (
+                len([a for a in _alerts(host, "SiteDown") if a["state"] == "firing"]) == 2
+                and _alerts(host, "SiteDown")
+            ),
+        )
+        fired = time.monotonic() - started
+        assert {a["labels"]["instance"] for a in firing} == {SEVEN, NINETY}
+    finally:
+        host.check_output("systemctl start nginx")
+    _poll("SiteDown to clear", lambda: not _alerts(host, "SiteDown"))
+    print(
+        f"\n[blackbox] SiteDown fired {fired:.0f} s after nginx stopped (for: 15s here, 2m shipped)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("unit", "limit"), [("prometheus", 2**30), ("prometheus-blackbox-exporter", 64 * 2**20)]
+)
+def test_memory_limits_are_live(host, unit: str, limit: int) -> None:
+    assert host.check_output(f"systemctl show -p MemoryMax --value {unit}") == str(limit)
+
+
+def test_footprint_of_the_exporters(host) -> None:
+    rss = {
+        job: _value(host, f'process_resident_memory_bytes{{job="{job}"}}')
+        for job in ("prometheus", "blackbox_exporter")
+    }
+    series = _value(host, "prometheus_tsdb_head_series")
+    print(
+        "\n[footprint] "
+        + ", ".join(f"{job} {(v or 0) / 2**20:.1f} MiB RSS" for job, v in rss.items())
+        + f"; {int(series or 0)} series in the head"
+    )
+    assert all(rss.values())

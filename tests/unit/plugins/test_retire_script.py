@@ -22,7 +22,12 @@ ROOT = Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "bluegreen"
 FAKE_DOCKER = """#!/bin/sh
 echo "$*" >> "$DOCKER_CALLS"
-case "$1" in ps) echo "id-$(echo "$*" | sed 's/.*org.archibald.color=//')" ;; esac
+case "$1 $2" in
+  "image ls") cat "$DOCKER_IMAGES" 2>/dev/null ;;
+  "image rm") grep -qx "$3" "$DOCKER_IN_USE" 2>/dev/null && exit 1 ;;
+  ps*) echo "id-$(echo "$*" | sed 's/.*org.archibald.color=//')" ;;
+esac
+exit 0
 """
 
 
@@ -60,7 +65,13 @@ def state(active: str) -> str:
 
 def run(host: Path) -> tuple[int, list[str], str]:
     calls = host / "docker-calls"
-    env = dict(os.environ, PATH=f"{host / 'bin'}:{os.environ['PATH']}", DOCKER_CALLS=str(calls))
+    env = dict(
+        os.environ,
+        PATH=f"{host / 'bin'}:{os.environ['PATH']}",
+        DOCKER_CALLS=str(calls),
+        DOCKER_IMAGES=str(host / "images.jsonl"),
+        DOCKER_IN_USE=str(host / "in-use"),
+    )
     result = subprocess.run(
         [sys.executable, str(host / "retire.py")], env=env, capture_output=True, text=True
     )
@@ -117,3 +128,38 @@ def test_what_serves_is_never_stopped(
     assert rc == 0, out
     assert not any(c.startswith("stop") for c in calls), calls
     assert '"retire_skipped"' in out and reason in out
+
+
+def test_after_a_retirement_old_images_are_pruned_and_recorded_ones_kept(host: Path) -> None:
+    record = core.empty_state("archibald", ["blue", "green"])
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for n in range(1, 9):  # v1..v8, the last two in the colours
+        params = {
+            "action": "switch",
+            "color": ["blue", "green"][n % 2],
+            "record": {"version": f"v{n}", "digest": f"sha256:d{n}"},
+        }
+        record, _ = core.apply_action(record, params, now + timedelta(minutes=n))
+    (host / "state" / "state.json").write_text(core.render_state(record))
+    repo = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())["bluegreen_image"]
+    rows = [
+        {"ID": f"sha256:i{n}", "Repository": repo, "Tag": f"v{n}", "Digest": f"sha256:d{n}"}
+        for n in range(1, 9)
+    ]
+    (host / "images.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (host / "in-use").write_text("sha256:i2\n")  # a stopped container still uses it
+    due(host, "green")  # v7 ran there; blue (v8) is active
+    rc, calls, out = run(host)
+    assert rc == 0, out
+    assert any(c.startswith("stop -t 75 id-green") for c in calls), calls
+    removed = sorted(c.split()[-1] for c in calls if c.startswith("image rm"))
+    # Kept: v4..v8, the last five released (default), v7 and v8 among them.
+    assert removed == ["sha256:i1", "sha256:i2", "sha256:i3"]
+    done = [json.loads(line) for line in out.splitlines() if '"prune_done"' in line]
+    assert done and done[0]["removed"] == 2 and done[0]["in_use"] == 1 and done[0]["kept"] == 5
+
+
+def test_nothing_is_pruned_when_nothing_was_retired(host: Path) -> None:
+    (host / "state" / "state.json").write_text(state("blue"))
+    rc, calls, _ = run(host)
+    assert rc == 0 and not any(c.startswith("image") for c in calls)

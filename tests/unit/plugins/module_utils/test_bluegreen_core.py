@@ -585,3 +585,55 @@ def test_read_deadline(tmp_path: Path) -> None:
     path.write_text('{"when": 5}')
     with pytest.raises(core.BlueGreenError, match="cannot read the retirement deadline"):
         core.read_deadline(str(path))
+
+
+# --- image pruning -----------------------------------------------------------
+
+
+def _released(versions: list[str]) -> dict[str, Any]:
+    """A record after releasing `versions` in turn, alternating colours, each by digest."""
+    state = core.empty_state("archibald", ["blue", "green"])
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for n, version in enumerate(versions):
+        record = {"version": version, "digest": f"sha256:{version}", "image_id": f"id-{version}"}
+        params = {"action": "switch", "color": ["blue", "green"][n % 2], "record": record}
+        state, _ = core.apply_action(state, params, now + timedelta(minutes=n))
+    return state
+
+
+def _images(versions: list[str]) -> list[dict[str, Any]]:
+    return [{"id": f"id-{v}", "tags": [v], "digests": [f"sha256:{v}"]} for v in versions]
+
+
+def test_pruning_keeps_the_colours_and_the_last_versions_released() -> None:
+    versions = [f"v{n}" for n in range(1, 21)]
+    state = _released(versions)
+    remove, kept = core.plan_prune(_images(versions), state, 5)
+    # v20 and v19 run in the colours; v16-v20 are the last five released.
+    assert sorted(kept) == sorted(f"id-v{n}" for n in range(16, 21))
+    assert len(remove) == 15 and "id-v1" in remove
+
+
+def test_twenty_releases_leave_a_bounded_number_of_images() -> None:
+    """Disk stays bounded: after each of 20 releases the retirement keeps at most N + 2."""
+    versions: list[str] = []
+    on_disk: list[dict[str, Any]] = []
+    for n in range(1, 21):
+        versions.append(f"v{n}")
+        on_disk += _images([f"v{n}"])
+        remove, _ = core.plan_prune(on_disk, _released(versions), 3)
+        on_disk = [i for i in on_disk if i["id"] not in remove]
+        assert len(on_disk) <= 3 + 2
+    assert [i["tags"][0] for i in on_disk] == ["v18", "v19", "v20"]
+
+
+def test_an_image_is_kept_by_any_of_its_names_and_zero_keeps_all() -> None:
+    state = _released(["v1", "v2"])
+    images = [
+        {"id": "id-x", "tags": [], "digests": ["sha256:v1"]},  # by digest only
+        {"id": "id-v2", "tags": [], "digests": []},  # by image ID only
+        {"id": "id-old", "tags": ["v0"], "digests": ["sha256:v0"]},
+    ]
+    remove, kept = core.plan_prune(images, state, 1)
+    assert remove == ["id-old"] and kept == ["id-x", "id-v2"]
+    assert core.plan_prune(images, state, 0) == ([], ["id-x", "id-v2", "id-old"])
