@@ -153,6 +153,12 @@ def make_app(state: ServiceState, queue: AsyncJobQueue, runner: JobRunner) -> we
     async def refresh_queue_size() -> None:
         counts = await queue.count_by_status()
         state.metrics.job_queue_size.set(counts["queued"])
+        for status, count in counts.items():
+            state.metrics.jobs_stored.labels(status=status).set(count)
+        storage = await queue.storage()
+        state.metrics.job_db_size.set(storage.db_bytes)
+        state.metrics.job_db_fs_avail.set(storage.fs_avail_bytes)
+        state.metrics.job_db_fs_size.set(storage.fs_size_bytes)
 
     state.before_scrape.append(refresh_queue_size)
     app.router.add_post("/api/jobs", submit_job)

@@ -50,6 +50,8 @@ class Config:
     poll_interval_s: float = 0.2
     metrics_enabled: bool = True
     idempotency_ttl_s: float = 86400.0
+    job_retention_s: float = 604800.0
+    retention_interval_s: float = 60.0
     backend_url: str = ""
     fault_api_error_ratio: float = 0.0
     fault_unhealthy: bool = False
@@ -137,6 +139,20 @@ def _url(name: str) -> Callable[[str], str]:
 def from_env(env: Mapping[str, str] | None = None, *, check_db: bool = True) -> Config:
     """Build a Config from `env` (default: os.environ); raise ConfigError on a bad value."""
     env = os.environ if env is None else env
+    cfg = _from_env(env, check_db)
+    # A key must not outlive its job: a replay after the job was removed
+    # would run the work a second time.
+    if 0 < cfg.job_retention_s < cfg.idempotency_ttl_s:
+        raise ConfigError(
+            "APP_JOB_RETENTION_S",
+            env.get("APP_JOB_RETENTION_S", ""),
+            f"0 (keep every job) or at least APP_IDEMPOTENCY_TTL_S ({cfg.idempotency_ttl_s:g} s),"
+            " so that no Idempotency-Key outlives its job",
+        )
+    return cfg
+
+
+def _from_env(env: Mapping[str, str], check_db: bool) -> Config:
     d = Config()
     db_parse = _db_path("APP_DB_PATH") if check_db else str
     return Config(
@@ -181,6 +197,18 @@ def from_env(env: Mapping[str, str] | None = None, *, check_db: bool = True) -> 
             "APP_IDEMPOTENCY_TTL_S",
             d.idempotency_ttl_s,
             _float("APP_IDEMPOTENCY_TTL_S", 1, 2592000),
+        ),
+        job_retention_s=_get(
+            env,
+            "APP_JOB_RETENTION_S",
+            d.job_retention_s,
+            _float("APP_JOB_RETENTION_S", 0, 31536000),
+        ),
+        retention_interval_s=_get(
+            env,
+            "APP_RETENTION_INTERVAL_S",
+            d.retention_interval_s,
+            _float("APP_RETENTION_INTERVAL_S", 0.05, 86400),
         ),
         backend_url=_get(env, "APP_BACKEND_URL", d.backend_url, _url("APP_BACKEND_URL")),
         fault_api_error_ratio=_get(

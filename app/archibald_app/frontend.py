@@ -1,7 +1,9 @@
 """The frontend service: an HTML page to submit jobs and watch them.
 
 The page calls the backend through relative URLs (`/api/...`): in production
-nginx sends /api/ to the backend and everything else here. Without nginx (local
+nginx sends /api/ to the backend and everything else here. Its script and
+style are files of their own under /static/ (no inline code), so the edge's
+Content-Security-Policy can forbid inline scripts. Without nginx (local
 runs), set APP_BACKEND_URL and this service forwards /api/ requests itself.
 """
 
@@ -17,6 +19,9 @@ from .service import make_app as make_base_app
 
 SESSION = web.AppKey("session", ClientSession)
 PAGE = web.AppKey("page", bytes)
+ASSETS = web.AppKey("assets", dict)
+# The page's static files: name -> media type.
+_ASSET_TYPES = {"app.js": "text/javascript", "app.css": "text/css"}
 # Request headers the relay passes on (the body is relayed as it came, still
 # compressed), and answer headers it passes back.
 _FORWARDED = ("Content-Encoding", "Idempotency-Key")
@@ -34,6 +39,19 @@ _HOP_HEADERS = {
 
 async def index(request: web.Request) -> web.Response:
     return web.Response(body=request.app[PAGE], content_type="text/html", charset="utf-8")
+
+
+async def asset(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    body = request.app[ASSETS].get(name)
+    if body is None:
+        return error(404, "no such file", field="path")
+    return web.Response(
+        body=body,
+        content_type=_ASSET_TYPES[name],
+        charset="utf-8",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
 
 
 async def proxy_api(request: web.Request) -> web.Response:
@@ -61,8 +79,11 @@ async def proxy_api(request: web.Request) -> web.Response:
 def make_app(state: ServiceState) -> web.Application:
     """The frontend application: shared routes, the page, and the optional /api/ relay."""
     app = make_base_app(state)
-    app[PAGE] = resources.files(__package__).joinpath("static/index.html").read_bytes()
+    static = resources.files(__package__).joinpath("static")
+    app[PAGE] = static.joinpath("index.html").read_bytes()
+    app[ASSETS] = {name: static.joinpath(name).read_bytes() for name in _ASSET_TYPES}
     app.router.add_get("/", index)
+    app.router.add_get("/static/{name}", asset)
     if state.cfg.backend_url:
 
         async def session_ctx(app: web.Application) -> AsyncIterator[None]:

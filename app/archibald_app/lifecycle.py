@@ -23,6 +23,7 @@ from .config import Config
 from .logs import EventLog
 from .metrics import Metrics
 from .queue import SCHEMA_VERSION, AsyncJobQueue, JobQueue
+from .retention import Retention
 from .runner import JobRunner
 from .service import SERVER_OPTIONS, ServiceState
 
@@ -55,6 +56,7 @@ async def serve(cfg: Config, service: str) -> int:
     state = ServiceState(cfg=cfg, service=service, metrics=metrics, log=log, instance=instance)
     queue: AsyncJobQueue | None = None
     runner: JobRunner | None = None
+    retention: Retention | None = None
     if service == "backend":
         queue = AsyncJobQueue(JobQueue(cfg.db_path, on_query=metrics.count_query))
         if queue.sync.migrated_from is not None:
@@ -65,6 +67,7 @@ async def serve(cfg: Config, service: str) -> int:
                 to_version=SCHEMA_VERSION,
             )
         runner = JobRunner(cfg, queue, metrics, log, instance)
+        retention = Retention(cfg, queue, metrics, log)
         app = api.make_app(state, queue, runner)
     else:
         app = frontend.make_app(state)
@@ -89,6 +92,8 @@ async def serve(cfg: Config, service: str) -> int:
         return 1
     if runner is not None:
         runner.start()
+    if retention is not None:
+        retention.start()
     if cfg.fault_crash_after_s > 0:
         loop.call_later(cfg.fault_crash_after_s, _crash, log, cfg.fault_crash_after_s)
     log.event(
@@ -101,9 +106,12 @@ async def serve(cfg: Config, service: str) -> int:
         drain_timeout_s=cfg.drain_timeout_s,
         metrics_enabled=cfg.metrics_enabled,
         idempotency_ttl_s=cfg.idempotency_ttl_s if runner else None,
+        job_retention_s=cfg.job_retention_s if runner else None,
     )
 
     await signals.first.wait()
+    if retention is not None:
+        await retention.stop()  # no background writes while draining
     return await drain(cfg, state, signals, web_runner, runner, queue)
 
 

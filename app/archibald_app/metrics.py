@@ -75,6 +75,30 @@ class Metrics:
         self.job_queue_size = Gauge(
             "job_queue_size", "Jobs waiting in the shared queue (status queued)", registry=r
         )
+        # Storage, read at scrape time; the same database for both colours.
+        self.jobs_stored = Gauge(
+            "jobs_stored", "Jobs in the database, by status", ["status"], registry=r
+        )
+        self.job_db_size = Gauge(
+            "job_db_size_bytes",
+            "Size of the job database: its file plus the write-ahead log",
+            registry=r,
+        )
+        self.job_db_fs_avail = Gauge(
+            "job_db_filesystem_avail_bytes",
+            "Bytes free (for the app's user) on the filesystem of the job database",
+            registry=r,
+        )
+        self.job_db_fs_size = Gauge(
+            "job_db_filesystem_size_bytes",
+            "Size of the filesystem of the job database",
+            registry=r,
+        )
+        self.jobs_purged = Counter(
+            "jobs_purged_total",
+            "Finished and failed jobs removed after APP_JOB_RETENTION_S",
+            registry=r,
+        )
         self.job_processing = Histogram(
             "job_processing_seconds",
             "Time spent running a job, by kind",

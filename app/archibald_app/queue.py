@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 STATUSES = ("queued", "running", "done", "failed")
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -70,6 +72,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " WHERE idempotency_key IS NOT NULL",
         "CREATE INDEX jobs_idempotency_expiry ON jobs (idempotency_expires_at)"
         " WHERE idempotency_key IS NOT NULL",
+    ),
+    (  # 2: finished jobs found by age, for retention (issue 18)
+        "CREATE INDEX jobs_finished_at ON jobs (finished_at) WHERE finished_at IS NOT NULL",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -155,6 +160,15 @@ class Submitted:
     outcome: str
 
 
+@dataclass(frozen=True)
+class Storage:
+    """How much room the job database takes, and what is left on its filesystem."""
+
+    db_bytes: int  # the database file plus its write-ahead log
+    fs_avail_bytes: int  # free for this user on the database's filesystem
+    fs_size_bytes: int
+
+
 class StorageFull(Exception):
     """The job database could not be written: its disk (or its size limit) is full."""
 
@@ -185,6 +199,8 @@ class JobQueue:
         self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         self._set_wal(busy_timeout_s)
         self._db.execute("PRAGMA synchronous = NORMAL")
+        # A checkpoint truncates the write-ahead log back to this size.
+        self._db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
         self._count("schema")
         self._db.executescript(_SCHEMA)
         self.migrated_from = self._migrate()
@@ -361,7 +377,32 @@ class JobQueue:
             ).fetchall()
         return sorted(int(r[0]) for r in rows)
 
+    def purge_finished(self, older_than: float, batch: int = 1000) -> int:
+        """Delete up to `batch` done or failed jobs that finished before `older_than`.
+
+        One short write transaction; a job's Idempotency-Key goes with it (keys
+        live shorter than the retention, see config). Freed pages are reused
+        by later jobs, so the file stops growing rather than shrinking.
+        """
+        with _storage_full_is_raised(), self._write("purge"):
+            cur = self._db.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
+                " WHERE finished_at IS NOT NULL AND finished_at < ?"
+                " AND status IN ('done', 'failed') LIMIT ?)",
+                (older_than, batch),
+            )
+        return cur.rowcount
+
     # --- reads --------------------------------------------------------------------
+
+    def storage(self) -> Storage:
+        """Sizes of the database (file and write-ahead log) and of its filesystem."""
+        size = 0
+        for path in (self.path, self.path + "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                size += os.stat(path).st_size
+        fs = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        return Storage(size, fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize)
 
     def get(self, job_id: int) -> Job | None:
         self._count("get")
@@ -456,6 +497,12 @@ class AsyncJobQueue:
 
     async def count_by_status(self) -> dict[str, int]:
         return await self._call(self.sync.count_by_status)
+
+    async def purge_finished(self, older_than: float, batch: int = 1000) -> int:
+        return await self._call(self.sync.purge_finished, older_than, batch)
+
+    async def storage(self) -> Storage:
+        return await self._call(self.sync.storage)
 
     async def close(self) -> None:
         await self._call(self.sync.close)

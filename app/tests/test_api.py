@@ -362,8 +362,17 @@ def test_frontend_serves_the_page(tmp_path: Path) -> None:
             r = await client.get("/")
             assert r.status == 200
             page = await r.text()
-            assert 'fetch("/api/jobs' in page
+            # No inline script or style: the edge's CSP forbids them (script-src 'self').
+            assert "<script>" not in page and "<style>" not in page
+            assert '<script src="/static/app.js">' in page
             assert r.headers["X-App-Color"] == "green"
+            script = await client.get("/static/app.js")
+            assert script.status == 200
+            assert script.headers["Content-Type"] == "text/javascript; charset=utf-8"
+            assert 'fetch("/api/jobs' in await script.text()
+            style = await client.get("/static/app.css")
+            assert style.headers["Content-Type"] == "text/css; charset=utf-8"
+            assert (await client.get("/static/nothing.js")).status == 404
             assert (await client.get("/health")).status == 200
             text = await (await client.get("/metrics")).text()
             assert 'app_info{color="green",service="frontend",version="v2"} 1.0' in text

@@ -165,7 +165,7 @@ def test_an_existing_database_is_migrated_in_place_and_keeps_its_jobs(tmp_path: 
 
     q = JobQueue(str(path))
     assert q.migrated_from == 0
-    assert q._db.execute("PRAGMA user_version").fetchone()[0] == queue.SCHEMA_VERSION == 1
+    assert q._db.execute("PRAGMA user_version").fetchone()[0] == queue.SCHEMA_VERSION == 2
     width = len(before[0])
     after = q._db.execute("SELECT * FROM jobs ORDER BY id").fetchall()
     assert [row[:width] for row in after] == before  # every job, every field, unchanged

@@ -1,0 +1,151 @@
+"""The nginx site as archibald.conf.j2 renders it from the role's defaults (issue 18):
+Mozilla's TLS profiles, OCSP stapling only with a responder, the limits and their
+JSON answers, and a body limit equal to the app's own.
+
+The nginx scenario checks the same on real nginx with real traffic; these run in
+a second and catch a template or a default that drifts from what it promises.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLE = ROOT / "roles" / "nginx"
+DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+PROFILES = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["__nginx_tls_profiles"]
+# Mozilla's server-side TLS guidelines, configuration generator 6.0, intermediate.
+MOZILLA_INTERMEDIATE = [
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+]
+
+
+def render(**overrides: Any) -> str:
+    values = {**DEFAULTS, **overrides}
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, trim_blocks=True, keep_trailing_newline=True
+    )
+    env.filters["comment"] = lambda text: f"# {text}"
+    env.filters["bool"] = bool
+    template = env.from_string((ROLE / "templates" / "archibald.conf.j2").read_text())
+    return template.render(
+        values,
+        ansible_managed="Ansible managed",
+        _nginx_http2_on_listen=False,
+        _nginx_certificate="/etc/ssl/archibald/localhost.crt",
+        _nginx_certificate_key="/etc/ssl/archibald/localhost.key",
+        _nginx_tls=PROFILES[values["nginx_tls_profile"]],
+        _nginx_ocsp_stapling=overrides.get("_nginx_ocsp_stapling", False),
+        _nginx_prometheus_enabled=True,
+        _nginx_prometheus_htpasswd="/etc/nginx/archibald/prometheus.htpasswd",
+    )
+
+
+def directive(conf: str, name: str) -> list[str]:
+    return re.findall(rf"^\s*{name}\s+([^;]*);", conf, re.M)
+
+
+def location(conf: str, name: str) -> str:
+    """A location block of the HTTPS server."""
+    conf = conf[conf.index("listen 443") :]
+    match = re.search(rf"^    location {re.escape(name)} \{{\n(.*?)^    \}}", conf, re.M | re.S)
+    assert match, f"no location {name}"
+    return match.group(1)
+
+
+def test_intermediate_is_mozillas_list_and_nothing_weaker() -> None:
+    conf = render()
+    assert directive(conf, "ssl_protocols") == ["TLSv1.2 TLSv1.3"]
+    (ciphers,) = directive(conf, "ssl_ciphers")
+    assert ciphers.split(":") == MOZILLA_INTERMEDIATE
+    aead_with_fs = r"ECDHE-(ECDSA|RSA)-(AES(128-GCM-SHA256|256-GCM-SHA384)|CHACHA20-POLY1305)"
+    assert all(re.fullmatch(aead_with_fs, suite) for suite in ciphers.split(":"))
+    assert directive(conf, "ssl_session_tickets") == ["off"]
+
+
+def test_modern_is_tls13_only() -> None:
+    conf = render(nginx_tls_profile="modern")
+    assert directive(conf, "ssl_protocols") == ["TLSv1.3"]
+    assert directive(conf, "ssl_ciphers") == []
+    assert directive(conf, "ssl_prefer_server_ciphers") == ["off"]
+
+
+@pytest.mark.parametrize("responder", [False, True])
+def test_ocsp_stapling_only_with_a_responder(responder: bool) -> None:
+    conf = render(_nginx_ocsp_stapling=responder)
+    assert (directive(conf, "ssl_stapling") == ["on"]) is responder
+    assert (directive(conf, "ssl_stapling_verify") == ["on"]) is responder
+
+
+def test_the_edges_body_limit_is_the_apps() -> None:
+    sys.path.insert(0, str(ROOT / "app"))
+    try:
+        from archibald_app.config import Config
+    finally:
+        sys.path.remove(str(ROOT / "app"))
+    assert DEFAULTS["nginx_client_max_body_bytes"] == Config().max_body_bytes
+    assert directive(render(), "client_max_body_size") == [str(Config().max_body_bytes)]
+
+
+def _json_body(block: str, status: int) -> dict[str, Any]:
+    match = re.search(rf"return {status} '(.*)';", block)
+    assert match, block
+    return json.loads(match.group(1).replace("\\n", "\n"))
+
+
+def test_limits_answer_429_and_413_as_json_with_the_security_headers() -> None:
+    conf = render(nginx_grafana_enabled=True)
+    assert directive(conf, "limit_req_status") == ["429"]
+    assert directive(conf, "limit_conn_status") == ["429"]
+    limited = location(conf, "@archibald_limited")
+    assert 'add_header Retry-After "1" always' in limited
+    assert "Strict-Transport-Security" in limited
+    assert _json_body(limited, 429)["retry_after_s"] == 1
+    too_large = location(conf, "@archibald_too_large")
+    assert _json_body(too_large, 413) == {
+        "error": "the request body is larger than 65536 bytes",
+        "field": "body",
+    }
+    api = location(conf, "/api/")
+    assert "limit_req zone=archibald_api burst=20 nodelay;" in api
+    assert "error_page 413 @archibald_too_large;" in api
+    assert "error_page 429 @archibald_limited;" in api
+    assert "limit_req zone=archibald_health burst=20 nodelay;" in location(conf, "= /health")
+    for monitoring in ("/grafana/", "/prometheus/"):
+        assert "zone=archibald_monitoring" in location(conf, monitoring)
+
+
+def test_exempt_networks_get_an_empty_key() -> None:
+    conf = render(nginx_limit_exempt_networks=["172.18.0.1/32", "2001:db8::/32"])
+    geo = re.search(r"geo \$archibald_limit_exempt \{(.*?)\}", conf, re.S)
+    assert geo
+    assert "172.18.0.1/32 1;" in geo.group(1) and "2001:db8::/32 1;" in geo.group(1)
+    assert re.search(
+        r'map \$archibald_limit_exempt \$archibald_limit_key \{\s*0 \$binary_remote_addr;\s*1 "";',
+        conf,
+    )
+
+
+def test_only_static_files_are_compressed_and_only_the_page_has_a_csp() -> None:
+    conf = render()
+    assert "gzip on;" in location(conf, "/static/")
+    assert "gzip on" not in location(conf, "/") and "gzip on" not in location(conf, "/api/")
+    nginx_conf = (ROLE / "templates" / "nginx.conf.j2").read_text()
+    assert "    gzip off;" in nginx_conf
+    for page in ("/", "/static/"):
+        assert "Content-Security-Policy" in location(conf, page)
+        assert "Permissions-Policy" in location(conf, page)
+    assert "Content-Security-Policy" not in location(conf, "/api/")
