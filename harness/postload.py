@@ -52,6 +52,9 @@ from typing import Any
 
 import httpx
 
+# After the load stops, how long answers on their way are awaited.
+STOP_GRACE_S = 60.0
+
 
 @dataclass
 class Outcome:
@@ -119,8 +122,15 @@ class Writer:
                 pending.add(task)
                 task.add_done_callback(pending.discard)
                 sent += 1
+            # Every submission sent gets its outcome: wait for the answers on their
+            # way (each attempt is bounded by the client's timeouts), and count
+            # any still unanswered after that as failed, never as not sent.
             if pending:
-                await asyncio.wait(pending, timeout=30)
+                await asyncio.wait(pending, timeout=STOP_GRACE_S)
+            for task in list(pending):
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
 
     async def _submit(self, client: httpx.AsyncClient, key: str) -> None:
         headers = {
@@ -132,21 +142,24 @@ class Writer:
         started = time.monotonic()
         status, job_id, replayed, error = 0, None, False, ""
         attempt = 0
-        while attempt < (self.attempts if self.retry else 1):
-            attempt += 1
-            try:
-                answer = await client.post(self.url, content=content, headers=headers)
-            except httpx.TransportError as exc:
-                status, job_id, error = 0, None, f"{type(exc).__name__}: {exc}"
-            else:
-                status, error = answer.status_code, ""
-                replayed = answer.headers.get("Idempotent-Replayed") == "true"
-                job_id = _job_id(answer) if status == 202 else None
-                if status < 500:
-                    break
-                error = f"HTTP {status}"
-            if self.retry and attempt < self.attempts:
-                await asyncio.sleep(0.05 * attempt)
+        try:
+            while attempt < (self.attempts if self.retry else 1):
+                attempt += 1
+                try:
+                    answer = await client.post(self.url, content=content, headers=headers)
+                except httpx.TransportError as exc:
+                    status, job_id, error = 0, None, f"{type(exc).__name__}: {exc}"
+                else:
+                    status, error = answer.status_code, ""
+                    replayed = answer.headers.get("Idempotent-Replayed") == "true"
+                    job_id = _job_id(answer) if status == 202 else None
+                    if status < 500:
+                        break
+                    error = f"HTTP {status}"
+                if self.retry and attempt < self.attempts:
+                    await asyncio.sleep(0.05 * attempt)
+        except asyncio.CancelledError:
+            status, job_id, error = 0, None, "Unanswered: no answer when the load ended"
         self.outcomes.append(
             Outcome(
                 key, started, time.monotonic() - started, status, job_id, attempt, replayed, error
@@ -211,10 +224,12 @@ def finish_process(writer: Writer, proc: subprocess.Popen[bytes], out: Path) -> 
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(timeout=60)
+        proc.wait(timeout=STOP_GRACE_S + 60)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise RuntimeError(f"the write load {writer.name!r} did not stop within 60 s") from None
+        raise RuntimeError(
+            f"the write load {writer.name!r} did not stop within {STOP_GRACE_S + 60:.0f} s"
+        ) from None
     if proc.returncode != 0 or not out.is_file():
         raise RuntimeError(f"the write load {writer.name!r} failed (exit {proc.returncode})")
     writer.outcomes = [Outcome(*row) for row in json.loads(out.read_text())]

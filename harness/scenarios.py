@@ -64,6 +64,7 @@ DEFAULT_BUDGET_S = 480
 STACK = "default"
 STACK_SETUP_S = 300  # about 200 s here
 STACK_TESTS_ENV = "ARCHIBALD_STACK_TESTS"
+STACK_BESIDE_ENV = "ARCHIBALD_STACK_BESIDE"
 # Each part alone here, the machine shared with other test runs: engine 405 s
 # of tests, faults 396 s.
 STACK_PARTS: dict[str, tuple[tuple[str, ...], int]] = {
@@ -128,6 +129,7 @@ class Run:
     why: str = ""
     handle: object = field(default=None, repr=False)
     slot: int = 0  # the whole stack's host slot (STACK_SLOTS)
+    beside: bool = False  # another whole-stack host runs at the same time
 
 
 def scenarios_on_disk() -> list[str]:
@@ -161,14 +163,17 @@ def budget(name: str) -> int:
     return BUDGETS_S.get(name, DEFAULT_BUDGET_S)
 
 
-def run_env(name: str, slot: int = 0) -> dict[str, str]:
+def run_env(name: str, slot: int = 0, beside: bool = False) -> dict[str, str]:
     """The environment a scenario runs with: a part names its test files, and the
-    whole stack its host's slot."""
+    whole stack its host's slot, and whether a second host shares the machine
+    (the load test then offers less: see test_1_release_under_load.py)."""
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", PY_COLORS="0", NO_COLOR="1")
-    for key in (STACK_TESTS_ENV, *STACK_SLOTS[-1]):
+    for key in (STACK_TESTS_ENV, STACK_BESIDE_ENV, *STACK_SLOTS[-1]):
         env.pop(key, None)
     if name.partition(":")[0] == STACK:
         env.update(STACK_SLOTS[slot])
+        if beside:
+            env[STACK_BESIDE_ENV] = "1"
         if ":" in name:
             files = [f for part in parts_of(name) for f in STACK_PARTS[part][0]]
             env[STACK_TESTS_ENV] = ",".join(files)
@@ -236,7 +241,7 @@ def start(run: Run) -> None:
         stdout=handle,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env=run_env(run.name, run.slot),
+        env=run_env(run.name, run.slot, run.beside),
     )
     run.started = time.monotonic()
 
@@ -255,7 +260,7 @@ def finish(run: Run, code: int | None) -> None:
             subprocess.run(
                 ["molecule", "destroy", "-s", run.name.partition(":")[0]],
                 cwd=ROOT,
-                env=run_env(run.name, run.slot),
+                env=run_env(run.name, run.slot, run.beside),
                 check=False,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -346,13 +351,15 @@ def main(argv: list[str]) -> int:
     runs = {n: Run(n, budget(n), LOGS / f"{n.replace(':', '-')}.log") for n in names}
     # Suites first: the longest of the shared lanes starts at once.
     alone = [runs[n] for n in names if n.partition(":")[0] in EXCLUSIVE]
+    at_once = len(alone) <= len(STACK_SLOTS)
     for slot, run in enumerate(alone):
         run.slot = slot % len(STACK_SLOTS)
+        run.beside = at_once and len(alone) > 1
     shared = [runs[n] for n in sorted(names, key=lambda n: n not in SUITES) if runs[n] not in alone]
     started = time.monotonic()
     run_all(shared, max(1, args.jobs))
     # Each whole-stack run has its own slot; more runs than slots wait.
-    run_all(alone, len(STACK_SLOTS) if len(alone) <= len(STACK_SLOTS) else 1)
+    run_all(alone, len(STACK_SLOTS) if at_once else 1)
     print(f"\nMolecule scenarios and suites ({time.monotonic() - started:.0f} s in all):")
     for run in runs.values():
         status = "SKIP" if run.skipped else "PASS" if run.ok else "FAIL"

@@ -141,3 +141,32 @@ def test_a_writer_in_its_own_process_reports_every_outcome(
     assert 50 <= result["sent"] < 3000
     assert result["failed"] == 0 and result["keys_with_two_jobs"] == 0
     assert racy.created == result["sent"]
+
+
+def test_a_submission_unanswered_when_the_load_ends_counts_as_failed() -> None:
+    """A server that never answers: every submission sent is counted, as failed."""
+
+    async def main() -> postload.Writer:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(65536)
+            await asyncio.sleep(3600)
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        w = postload.Writer("silent", f"http://127.0.0.1:{port}/api/jobs", rate=50)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.5, stop.set)
+        original = postload.STOP_GRACE_S
+        postload.STOP_GRACE_S = 0.5
+        try:
+            await w.run(stop, 30, verify=False)
+        finally:
+            postload.STOP_GRACE_S = original
+            server.close()
+        return w
+
+    writer = asyncio.run(main())
+    result = postload.summary(writer)
+    assert result["sent"] >= 10
+    assert result["failed"] == result["sent"]
+    assert result["errors"] == {"Unanswered": result["sent"]}

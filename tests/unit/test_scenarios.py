@@ -144,6 +144,9 @@ def test_the_whole_stack_runs_as_its_lanes_each_on_a_host_of_its_own(
     hosts = {scenarios.run_env(r.name, r.slot)["ARCHIBALD_STACK_HOST"] for r in started}
     ports = {scenarios.run_env(r.name, r.slot)["ARCHIBALD_STACK_PORT"] for r in started}
     assert len(hosts) == len(ports) == len(lanes)
+    assert all(r.beside for r in started), "each lane knows a second host shares the machine"
+    assert scenarios.run_env(lanes[0], 0, True)[scenarios.STACK_BESIDE_ENV] == "1"
+    assert scenarios.STACK_BESIDE_ENV not in scenarios.run_env(f"{scenarios.STACK}:engine")
     second = scenarios.run_env(lanes[1], 1)
     assert "MOLECULE_EPHEMERAL_DIRECTORY" in second
     assert "MOLECULE_EPHEMERAL_DIRECTORY" not in scenarios.run_env(lanes[0], 0)

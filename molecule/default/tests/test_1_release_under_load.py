@@ -24,6 +24,7 @@ in steady state and during the switches.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -38,11 +39,15 @@ CAPACITY_CONNECTIONS = 32
 # The offered load, as shares of the capacities measured first: reads 25 % of
 # the GET capacity, writes 10 % of the POST capacity (half over HTTP/2, a
 # quarter each for the two HTTP/1.1 clients), about a third of what the stack
-# can answer. On this 2-core machine the load generators, the stack and
-# Ansible's release share the CPU, and at 40 % the release itself slowed to
-# 44 s; the Python writers are capped where one process keeps its pace.
-READ_SHARE = 0.25
-WRITE_SHARE = 0.10
+# can answer; the Python writers are capped where one process keeps its pace.
+# `make test` runs a second whole-stack host beside this one on the same two
+# cores (ARCHIBALD_STACK_BESIDE): there the shares are halved. At full shares
+# beside it, reads reached 425 of the 1,248 req/s offered and the rollback
+# took 57 s: the machine, not the stack, was measured. On GitHub each part has
+# a runner of its own and the full shares apply.
+BESIDE = os.environ.get("ARCHIBALD_STACK_BESIDE") == "1"
+READ_SHARE = 0.125 if BESIDE else 0.25
+WRITE_SHARE = 0.05 if BESIDE else 0.10
 PYTHON_WRITER_MAX_RATE = 60.0
 HEY_CONCURRENCY = 16
 HEY_MAX_S = 420
@@ -117,6 +122,7 @@ def test_release_and_rollback_near_capacity(host: Any, tmp_path: Path) -> None:
         f"POST /api/jobs {post_capacity:.0f} req/s; load: reads "
         f"{read_rate * HEY_CONCURRENCY} req/s, writes {h2_rate:.0f} req/s over HTTP/2 and "
         f"2 x {write_rate:.0f} req/s over HTTP/1.1: {offered:.0%} of capacity offered"
+        + (" (halved: a second whole-stack host shares this machine)" if BESIDE else "")
     )
     url = f"{EDGE}/api/jobs"
     writers = [
