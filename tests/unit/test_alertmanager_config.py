@@ -17,6 +17,7 @@ import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
+from trusted_vars import trusted
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "alertmanager"
@@ -81,22 +82,12 @@ NOTIFICATION: dict[str, Any] = {
 }
 
 
-def _trusted(value: Any) -> Any:
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, list):
-        return [_trusted(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _trusted(v) for k, v in value.items()}
-    return value
-
-
 def _variables(overrides: dict[str, Any]) -> dict[str, Any]:
     variables = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
     variables |= yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
     variables |= overrides
     variables |= {"ansible_managed": "Ansible managed"}
-    return _trusted(variables)
+    return trusted(variables)
 
 
 def _templar(overrides: dict[str, Any]) -> Templar:
@@ -244,12 +235,13 @@ def test_url_problems_name_the_webhook_never_its_url(
 
 
 @needs_amtool
-def test_amtool_accepts_the_config_and_renders_the_templates(tmp_path: Path) -> None:
+def _amtool_checked(
+    tmp_path: Path, template_vars: dict[str, Any], overrides: dict[str, Any]
+) -> None:
+    """Render the templates and the config into tmp_path; amtool check-config must pass."""
     assert AMTOOL is not None
-    (tmp_path / "archibald.tmpl").write_text(
-        render("archibald.tmpl.j2", {"alertmanager_runbook_url": "https://ops.example/OPS.md"})
-    )
-    cfg = config(PRODUCTION_LIKE)
+    (tmp_path / "archibald.tmpl").write_text(render("archibald.tmpl.j2", template_vars))
+    cfg = config(overrides)
     cfg["templates"] = [str(tmp_path / "*.tmpl")]
     path = tmp_path / "alertmanager.yml"
     path.write_text(yaml.safe_dump(cfg))
@@ -257,6 +249,15 @@ def test_amtool_accepts_the_config_and_renders_the_templates(tmp_path: Path) -> 
         [AMTOOL, "check-config", str(path)], capture_output=True, text=True, timeout=60
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_amtool_accepts_the_config_and_renders_the_templates(tmp_path: Path) -> None:
+    assert AMTOOL is not None
+    _amtool_checked(
+        tmp_path,
+        {"alertmanager_runbook_url": "https://ops.example/OPS.md"},
+        PRODUCTION_LIKE,
+    )
     data = tmp_path / "data.json"
     data.write_text(json.dumps(NOTIFICATION))
 
@@ -294,13 +295,4 @@ def test_amtool_accepts_the_config_and_renders_the_templates(tmp_path: Path) -> 
 
 @needs_amtool
 def test_amtool_accepts_the_config_without_receivers(tmp_path: Path) -> None:
-    assert AMTOOL is not None
-    (tmp_path / "archibald.tmpl").write_text(render("archibald.tmpl.j2", {}))
-    cfg = config({"alertmanager_heartbeat_enabled": False})
-    cfg["templates"] = [str(tmp_path / "*.tmpl")]
-    path = tmp_path / "alertmanager.yml"
-    path.write_text(yaml.safe_dump(cfg))
-    check = subprocess.run(
-        [AMTOOL, "check-config", str(path)], capture_output=True, text=True, timeout=60
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
+    _amtool_checked(tmp_path, {}, {"alertmanager_heartbeat_enabled": False})

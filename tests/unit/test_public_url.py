@@ -21,6 +21,7 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import init_plugin_loader
 from ansible.template import Templar, trust_as_template
 from ansible.vars.manager import VariableManager
+from trusted_vars import trusted
 
 # The whole-stack host's public_url looks its port up in the environment.
 init_plugin_loader()
@@ -29,16 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 INVENTORIES = ["production", "sandbox"]
 VAULT_EXAMPLE = ROOT / "inventory" / "production" / "group_vars" / "all" / "vault.yml.example"
 WHOLE_STACK_HOST_VARS = ROOT / "molecule" / "default" / "host_vars" / "default-deb12.yml"
-
-
-def _trusted(value: Any) -> Any:
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, list):
-        return [_trusted(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _trusted(v) for k, v in value.items()}
-    return value
 
 
 def _role_vars(role: str) -> dict[str, Any]:
@@ -67,7 +58,7 @@ def _hosts() -> list[tuple[str, dict[str, Any]]]:
     for label, inv_vars in hosts:
         variables = _role_vars("grafana") | _role_vars("prometheus") | vault | inv_vars
         variables |= {"ansible_managed": "Ansible managed"}
-        result.append((label, _trusted(variables)))
+        result.append((label, trusted(variables)))
     return result
 
 

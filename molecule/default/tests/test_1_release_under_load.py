@@ -91,16 +91,10 @@ print(json.dumps(out))
     return dict(json.loads(out.splitlines()[-1]))
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
 def phase(samples: list[tuple[float, int, str, float]], start: float, end: float) -> str:
     lat = [s[3] for s in samples if start <= s[0] < end]
-    return f"n={len(lat):5d} p50={pct(lat, 0.5):6.1f} ms p99={pct(lat, 0.99):6.1f} ms"
+    p50, p99 = postload.percentile_ms(lat, 0.5), postload.percentile_ms(lat, 0.99)
+    return f"n={len(lat):5d} p50={p50:6.1f} ms p99={p99:6.1f} ms"
 
 
 def test_release_and_rollback_near_capacity(host: Any, tmp_path: Path) -> None:
