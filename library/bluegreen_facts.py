@@ -137,8 +137,9 @@ drift:
   type: list
   elements: str
 plan:
-  description: What to do, C(kind) (release, rollback, repair, noop, refuse), C(why),
-    C(from_color), C(from_version), C(to_color), C(to_version), C(to_digest), C(to_image_id).
+  description: What to do, C(kind) (release, rollback, repair, promote, abort, noop, refuse),
+    C(why), C(from_color), C(from_version), C(to_color), C(to_version), C(to_digest),
+    C(to_image_id); for promote and abort C(canary), the canary in progress.
   returned: always
   type: dict
 """
@@ -148,6 +149,8 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.bluegreen import (
+    PIN_HEADER,
+    PIN_STABLE,
     BlueGreenError,
     check_colors,
     colors_of,
@@ -184,7 +187,11 @@ def observe(params: dict[str, Any], now: datetime) -> dict[str, Any]:
     if lock is not None:
         lock["expired"] = "unreadable" not in lock and is_expired(lock, now)
     upstream = parse_marker(read_text(params["upstreams_file"]))
-    headers = {"Host": params["edge_host"]} if params.get("edge_host") else {}
+    # Pinned to the stable colour: during a canary nginx would otherwise answer
+    # from either colour (outside one the header changes nothing).
+    headers = {PIN_HEADER: PIN_STABLE}
+    if params.get("edge_host"):
+        headers["Host"] = params["edge_host"]
     edge = edge_answer(
         *fetch(
             params["edge_url"].rstrip("/") + params["health_path"],

@@ -27,8 +27,10 @@ options:
       - V(switch) records that traffic now goes to O(color), running what O(record) describes,
         and appends the history event O(event).
       - V(mark_bad) lists O(version) in C(bad_versions) with O(reason); V(clear_bad) removes it.
+      - V(canary) sets the canary in progress to O(canary) (null ends it), recording O(record) for
+        the canary's colour when given, with the history event O(event).
     type: str
-    choices: [read, switch, mark_bad, clear_bad]
+    choices: [read, switch, mark_bad, clear_bad, canary]
     default: read
   token:
     description: The release lock's token (from C(release_lock)); required by every write.
@@ -45,15 +47,19 @@ options:
       C(started_at) (V(switch)).
     type: dict
   event:
-    description: History event of a V(switch).
+    description: History event of a V(switch) (default V(switch)) or a V(canary).
     type: str
-    choices: [switch, rollback, auto_rollback, repair]
-    default: switch
+    choices: [switch, rollback, auto_rollback, repair, canary_start, canary_step, canary_pause,
+      canary_abort]
+  canary:
+    description: The canary in progress (V(canary)), keys C(color), C(version), C(digest),
+      C(weight), C(step), C(steps), C(paused), C(since), C(by); null when it ends.
+    type: dict
   version:
     description: Version for V(mark_bad) and V(clear_bad).
     type: str
   reason:
-    description: Why a version is marked bad (V(mark_bad)).
+    description: Why a version is marked bad (V(mark_bad)), or why a canary ended (V(canary)).
     type: str
     default: marked bad by hand
   by:
@@ -187,7 +193,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "dir": {"type": "path", "required": True},
     "action": {
         "type": "str",
-        "choices": ["read", "switch", "mark_bad", "clear_bad"],
+        "choices": ["read", "switch", "mark_bad", "clear_bad", "canary"],
         "default": "read",
     },
     "token": {"type": "str", "no_log": False},
@@ -196,9 +202,18 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "record": {"type": "dict"},
     "event": {
         "type": "str",
-        "choices": ["switch", "rollback", "auto_rollback", "repair"],
-        "default": "switch",
+        "choices": [
+            "switch",
+            "rollback",
+            "auto_rollback",
+            "repair",
+            "canary_start",
+            "canary_step",
+            "canary_pause",
+            "canary_abort",
+        ],
     },
+    "canary": {"type": "dict"},
     "version": {"type": "str"},
     "reason": {"type": "str", "default": "marked bad by hand"},
     "by": {"type": "str", "default": "unknown"},
@@ -215,6 +230,7 @@ def main() -> None:
             ("action", "switch", ("color", "record", "token")),
             ("action", "mark_bad", ("version", "token")),
             ("action", "clear_bad", ("version", "token")),
+            ("action", "canary", ("token",)),
         ],
         supports_check_mode=True,
     )

@@ -47,6 +47,10 @@ options:
   digest:
     description: The image digest that colour runs.
     type: str
+  canary:
+    description: The canary the file sends a share to (C(color), C(version), C(weight)), named
+      in the marker line; omitted when O(color) serves everyone.
+    type: dict
   reload:
     description: Reload even when the file is already as wanted (a repair after an interrupted
       switch, where the file was written but never loaded).
@@ -104,6 +108,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.bluegreen import (
     BlueGreenError,
     fenced,
+    normalise_canary,
     read_text,
     render_marker,
     write_durably,
@@ -121,7 +126,12 @@ def run(
 ) -> dict[str, Any]:
     path = params["upstreams_file"]
     wanted = (
-        render_marker(params["color"], params["version"], params.get("digest"))
+        render_marker(
+            params["color"],
+            params["version"],
+            params.get("digest"),
+            normalise_canary(params.get("canary")),
+        )
         + "\n"
         + params["content"].rstrip("\n")
         + "\n"
@@ -174,6 +184,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "color": {"type": "str", "required": True},
     "version": {"type": "str", "required": True},
     "digest": {"type": "str"},
+    "canary": {"type": "dict"},
     "reload": {"type": "bool", "default": False},
     "test_command": {"type": "list", "elements": "str", "default": ["nginx", "-t"]},
     "reload_command": {

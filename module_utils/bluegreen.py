@@ -31,7 +31,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,7 +41,30 @@ LOCK_FILE = "release.lock"
 NOT_TOUCHED = "traffic was not touched"
 # A colour's record: what the release started there and checked.
 COLOR_KEYS = ("version", "digest", "image_id", "config", "started_at")
-EVENTS = ("switch", "rollback", "auto_rollback", "repair", "mark_bad", "clear_bad")
+EVENTS = (
+    "switch",
+    "rollback",
+    "auto_rollback",
+    "repair",
+    "mark_bad",
+    "clear_bad",
+    "canary_start",
+    "canary_step",
+    "canary_pause",
+    "canary_abort",
+)
+# A canary in progress (state["canary"]): the colour and what it runs, the
+# share of new clients it gets, where in its steps it is, and whether it waits
+# for playbooks/promote.yml. The host keeps it across the end of a run and a
+# reboot, so another release is refused until it is promoted or aborted.
+CANARY_KEYS = ("color", "version", "digest", "weight", "step", "steps", "paused", "since", "by")
+# The request header (and cookie) that pins a client to one side of a canary:
+# "always" (the canary) or "never" (the stable colour); nginx ignores it
+# outside a canary. The facts ask nginx with "never", so that they see the
+# stable colour during a canary. The upstream template names the same header.
+PIN_HEADER = "X-Archibald-Canary"
+PIN_STABLE = "never"
+PIN_CANARY = "always"
 # The first line of the upstream file names what it points at; nginx ignores it.
 UPSTREAM_MARKER = "# bluegreen-active: "
 LABEL = "org.archibald."
@@ -195,7 +218,56 @@ def empty_state(app: str | None, colors: Sequence[str]) -> dict[str, Any]:
         "switched_at": None,
         "bad_versions": {},
         "history": [],
+        "canary": None,
     }
+
+
+def check_canary(canary: Any, colors: Sequence[str]) -> list[str]:
+    """What is wrong with a canary record (empty when it is valid or null)."""
+    if canary is None:
+        return []
+    if not isinstance(canary, dict):
+        return [f"canary is {canary!r}, expected an object or null"]
+    problems = [f"canary has unknown key {k!r}" for k in sorted(set(canary) - set(CANARY_KEYS))]
+    if canary.get("color") not in colors:
+        problems.append(f"canary.color is {canary.get('color')!r}, expected one of {colors}")
+    weight = canary.get("weight")
+    if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 100:
+        problems.append(f"canary.weight is {weight!r}, expected a whole number 0-100")
+    if not isinstance(canary.get("version"), str) or not canary.get("version"):
+        problems.append(f"canary.version is {canary.get('version')!r}, expected text")
+    if not isinstance(canary.get("step"), int) or not isinstance(canary.get("steps"), list):
+        problems.append("canary.step and canary.steps are missing or of the wrong type")
+    if not isinstance(canary.get("paused"), bool):
+        problems.append(f"canary.paused is {canary.get('paused')!r}, expected true or false")
+    return problems
+
+
+def normalise_canary(canary: Any) -> Any:
+    """A canary record as Ansible may pass it (numbers and flags as text) with its real types."""
+    if not isinstance(canary, dict):
+        return canary
+    out = dict(canary)
+    for key in ("weight", "step"):
+        if isinstance(out.get(key), str) and out[key].strip().isdigit():
+            out[key] = int(out[key])
+    if isinstance(out.get("paused"), str):
+        out["paused"] = out["paused"].strip().lower() in ("true", "yes", "1")
+    if isinstance(out.get("steps"), str):
+        with suppress(ValueError):
+            out["steps"] = json.loads(out["steps"])
+    return out
+
+
+def describe_canary(canary: Mapping[str, Any]) -> str:
+    """One sentence for the person on call: what the canary is and where it stands."""
+    steps = canary.get("steps") or []
+    where = f"step {int(canary.get('step', 0)) + 1} of {len(steps)}" if steps else "a step"
+    paused = f", paused since {canary.get('since')}" if canary.get("paused") else ""
+    return (
+        f"a canary of {canary.get('version')} on {canary.get('color')} is in progress at "
+        f"{canary.get('weight')} % of new clients ({where}{paused}, by {canary.get('by')})"
+    )
 
 
 def validate(state: Any, colors: Sequence[str]) -> list[str]:
@@ -227,6 +299,7 @@ def validate(state: Any, colors: Sequence[str]) -> list[str]:
         problems.append("bad_versions is not an object")
     if not isinstance(state.get("history", []), list):
         problems.append("history is not a list")
+    problems += check_canary(state.get("canary"), colors)
     return problems
 
 
@@ -260,7 +333,7 @@ def load_state(
             f"state file {path} belongs to app {state.get('app')!r}, not {app!r}; {NOT_TOUCHED}"
         )
     full = empty_state(app, colors)
-    for key in ("active", "switched_at", "bad_versions", "history"):
+    for key in ("active", "switched_at", "bad_versions", "history", "canary"):
         if state.get(key) is not None:
             full[key] = state[key]
     if state.get("app"):
@@ -284,7 +357,11 @@ def apply_action(
     Actions: ``switch`` records that traffic now goes to ``color`` running what
     ``record`` describes (version, digest, image_id, config, started_at), with the
     history event ``event`` (switch, rollback, auto_rollback or repair);
-    ``mark_bad`` / ``clear_bad`` list or unlist ``version`` in bad_versions.
+    ``mark_bad`` / ``clear_bad`` list or unlist ``version`` in bad_versions;
+    ``canary`` sets the canary in progress to ``canary`` (null ends it) with the
+    history event ``event`` (canary_start, canary_step, canary_pause,
+    canary_abort), recording ``record`` for the canary's colour when given. A
+    switch ends any canary: the colour it switched to serves everyone.
     """
     action = params["action"]
     colors = check_colors(params.get("colors") or ("blue", "green"))
@@ -310,13 +387,18 @@ def apply_action(
         wanted = {**entry, **record}
         if wanted.get("started_at") is None:
             wanted["started_at"] = stamp
-        if new["active"] == color and all(entry.get(k) == wanted.get(k) for k in COLOR_KEYS):
+        if (
+            new["active"] == color
+            and all(entry.get(k) == wanted.get(k) for k in COLOR_KEYS)
+            and not new.get("canary")
+        ):
             return new, None
         previous = new["active"]
         previous_version = new["colors"][previous]["version"] if previous else None
         new["colors"][color] = wanted
         new["active"] = color
         new["switched_at"] = stamp
+        new["canary"] = None
         event = {
             "at": stamp,
             "event": params.get("event") or "switch",
@@ -344,6 +426,35 @@ def apply_action(
             return new, None
         del new["bad_versions"][version]
         event = {"at": stamp, "event": "clear_bad", "version": version, "by": by}
+    elif action == "canary":
+        canary = normalise_canary(params.get("canary"))
+        problems = check_canary(canary, colors)
+        if problems:
+            raise StateError("action canary: " + "; ".join(problems))
+        record = dict(params.get("record") or {})
+        unknown = sorted(set(record) - set(COLOR_KEYS))
+        if unknown:
+            raise StateError(f"record has unknown keys {unknown}; expected {list(COLOR_KEYS)}")
+        if canary is not None and canary["color"] == new["active"]:
+            raise StateError(f"the canary's colour {canary['color']} is the active colour")
+        if record and canary is not None:
+            new["colors"][canary["color"]] = {**new["colors"][canary["color"]], **record}
+        if new.get("canary") == canary and new["colors"] == state["colors"]:
+            return new, None
+        ended = canary is None
+        about = canary if canary is not None else (new.get("canary") or {})
+        new["canary"] = canary
+        event = {
+            "at": stamp,
+            "event": params.get("event") or ("canary_abort" if ended else "canary_step"),
+            "color": about.get("color"),
+            "version": about.get("version"),
+            "weight": 0 if ended else about.get("weight"),
+            "step": about.get("step"),
+            "by": by,
+        }
+        if ended and params.get("reason"):
+            event["reason"] = params["reason"]
     else:
         raise StateError(f"unknown action {action!r}")
 
@@ -483,10 +594,14 @@ def fenced(
 # --- upstream marker -------------------------------------------------------
 
 
-def render_marker(color: str, version: str, digest: str | None) -> str:
-    return UPSTREAM_MARKER + json.dumps(
-        {"color": color, "version": version, "digest": digest}, sort_keys=True
-    )
+def render_marker(
+    color: str, version: str, digest: str | None, canary: Mapping[str, Any] | None = None
+) -> str:
+    """The marker line; ``canary`` (color, version, weight) when a share goes to a canary."""
+    marker: dict[str, Any] = {"color": color, "version": version, "digest": digest}
+    if canary:
+        marker["canary"] = {k: canary.get(k) for k in ("color", "version", "weight")}
+    return UPSTREAM_MARKER + json.dumps(marker, sort_keys=True)
 
 
 def parse_marker(text: str | None) -> dict[str, Any] | None:
@@ -680,6 +795,39 @@ def drift(
                 f"nginx serves {active} with version {edge.get('version')} but state.json "
                 f"records {recorded.get('version')}"
             )
+    return found + canary_drift(state.get("canary"), upstream, per_color)
+
+
+def canary_drift(
+    canary: Mapping[str, Any] | None,
+    upstream: Mapping[str, Any] | None,
+    per_color: Mapping[str, Mapping[str, Any]],
+) -> list[str]:
+    """Where a canary's record and the upstream file or its containers disagree."""
+    in_file = (upstream or {}).get("canary") or None
+    if upstream is None or upstream.get("unreadable"):
+        return []
+    if canary is None:
+        if in_file and in_file.get("weight"):
+            return [
+                f"the upstream file sends {in_file.get('weight')} % to a canary on "
+                f"{in_file.get('color')} ({in_file.get('version')}) but state.json records no "
+                f"canary: a run stopped between the reload and the record"
+            ]
+        return []
+    found = []
+    want = (canary.get("color"), canary.get("version"), canary.get("weight"))
+    have = tuple((in_file or {}).get(k) for k in ("color", "version", "weight"))
+    if want != have:
+        found.append(
+            f"state.json records {describe_canary(canary)} but the upstream file sends "
+            + (f"{have[2]} % to {have[0]} ({have[1]})" if in_file else "nothing to a canary")
+        )
+    if not per_color.get(str(canary.get("color")), {}).get("running"):
+        found.append(
+            f"the canary's containers on {canary.get('color')} are not all running, yet "
+            f"{canary.get('weight')} % of new clients are sent there"
+        )
     return found
 
 
@@ -699,7 +847,8 @@ def plan(
 ) -> dict[str, Any]:
     """Decide what a release, rollback or repair does, from the observed host.
 
-    One vocabulary for all: ``kind`` (release, rollback, repair, noop, refuse),
+    One vocabulary for all: ``kind`` (release, rollback, repair, promote, abort,
+    noop, refuse), and for promote and abort ``canary``, the canary in progress;
     ``from_color``/``from_version`` (what serves now), ``to_color``/``to_version``/
     ``to_digest``/``to_image_id`` (what will serve), ``why``.
     """
@@ -714,6 +863,36 @@ def plan(
     }
     if action == "none":
         return {"kind": "noop", "why": "nothing was asked", **current}
+    canary: Mapping[str, Any] = state.get("canary") or {}
+    if action in ("promote", "abort") and not canary:
+        return {
+            "kind": "noop",
+            "why": f"no canary is in progress: nothing to {action}",
+            **current,
+        }
+    if action == "abort":
+        # The way out: allowed with drift, since it only sends everyone to the
+        # colour that served before the canary began.
+        if not per_color.get(str(active), {}).get("running"):
+            return _refuse(
+                f"cannot abort {describe_canary(canary)}: the stable colour {active} is not "
+                f"all running, so there is nowhere safe to send its share. {REPAIR_HINT}",
+                **current,
+            )
+        return {
+            "kind": "abort",
+            "why": f"abort {describe_canary(canary)}; everyone back to {active}",
+            **current,
+            **_canary_target(state, canary),
+        }
+    if canary and action in ("release", "rollback", "repair"):
+        return _refuse(
+            f"{describe_canary(canary)}. Finish it first: `ansible-playbook "
+            f"playbooks/promote.yml -i <inventory>` continues it, `ansible-playbook "
+            f"playbooks/abort.yml -i <inventory>` sends everyone back to {active}. "
+            f"Nothing was changed",
+            **current,
+        )
     if action == "repair":
         if not found_drift:
             return {"kind": "noop", "why": "the host is consistent: nothing to repair", **current}
@@ -735,6 +914,17 @@ def plan(
             f"pass -e app_force=true to deploy it anyway",
             **current,
         )
+
+    if action == "promote":
+        refused = refuse_bad(str(canary.get("version")))
+        if refused:
+            return refused
+        return {
+            "kind": "promote",
+            "why": f"continue {describe_canary(canary)}",
+            **current,
+            **_canary_target(state, canary),
+        }
 
     if action == "rollback":
         if active is None:
@@ -761,7 +951,9 @@ def plan(
         }
 
     if action != "release":
-        raise BlueGreenError(f"unknown action {action!r}; expected release, rollback or repair")
+        raise BlueGreenError(
+            f"unknown action {action!r}; expected release, rollback, repair, promote or abort"
+        )
     version = request.get("version")
     if not version:
         raise BlueGreenError("a release needs a version")
@@ -806,6 +998,18 @@ def plan(
         **current,
         "to_color": other(active, colors),
         **wanted,
+    }
+
+
+def _canary_target(state: Mapping[str, Any], canary: Mapping[str, Any]) -> dict[str, Any]:
+    color = str(canary.get("color"))
+    record = state["colors"].get(color) or {}
+    return {
+        "to_color": color,
+        "to_version": canary.get("version"),
+        "to_digest": canary.get("digest") or record.get("digest"),
+        "to_image_id": record.get("image_id"),
+        "canary": dict(canary),
     }
 
 

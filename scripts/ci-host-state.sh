@@ -3,7 +3,9 @@
 #   scripts/ci-host-state.sh <inventory>
 # Output (key=value lines, ready for $GITHUB_OUTPUT):
 #   active=<colour>  active_version=<version>  other=<colour>  other_version=<version>
-# Values are empty before the first release. Read-only; needs SSH access.
+#   canary_version=<version>  canary_weight=<percent>  canary_paused=<true|false>
+# Values are empty before the first release, and the canary's when none is in
+# progress (canary_paused=false). Read-only; needs SSH access.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 inventory="${1:?usage: ci-host-state.sh <inventory>}"
@@ -37,4 +39,8 @@ for key, color in (("active", active), ("other", other)):
     version = (colors.get(color) or {}).get("version") or ""
     print(f"{key}={color}")
     print(f"{key}_version={version}")
+canary = state.get("canary") or {}
+print("canary_version=" + str(canary.get("version") or ""))
+print("canary_weight=" + (str(canary.get("weight")) if canary else ""))
+print("canary_paused=" + ("true" if canary.get("paused") else "false"))
 '

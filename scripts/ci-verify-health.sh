@@ -2,6 +2,9 @@
 # Poll <url>/health until it reports <version> three times in a row, or give up.
 #   scripts/ci-verify-health.sh <public url> <expected version>
 # Tunables: VERIFY_ATTEMPTS (default 40), VERIFY_INTERVAL_S (default 3).
+# Asks pinned to the canary (X-Archibald-Canary: always): during a canary that
+# paused, the version just released answers only its share of clients; outside
+# a canary nginx ignores the header.
 # Prints color=<colour> and version=<version> of the last answer (for
 # $GITHUB_OUTPUT); exits 1 when the version never showed up.
 set -euo pipefail
@@ -15,7 +18,7 @@ streak=0
 color=""
 version=""
 for attempt in $(seq 1 "$attempts"); do
-  if answer=$(curl -fsS --max-time 5 "$health" 2>&1); then
+  if answer=$(curl -fsS --max-time 5 -H "X-Archibald-Canary: always" "$health" 2>&1); then
     parsed=$(printf '%s' "$answer" | python3 -c '
 import json, sys
 try:

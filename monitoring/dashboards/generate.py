@@ -223,6 +223,33 @@ APPLICATION = Dashboard(
             width=24,
         ),
         Panel(
+            "Traffic weight per colour",
+            (_q("archibald_traffic_weight_percent", "{{color}}"),),
+            unit="percent",
+            description=(
+                "Share of clients each colour gets: 100 and 0 outside a canary, the step's "
+                "weight during one (bluegreen_canary_steps). Every step is a deploy annotation."
+            ),
+        ),
+        Panel(
+            "Edge 5xx share per colour (what users got)",
+            # Recorded in edge.rules.yml; nginx's own 502/504 included.
+            (_q("color:edge_http_server_errors:ratio_rate1m", "{{color}}"),),
+            unit="percentunit",
+            description="During a canary: the two colours side by side, as its judge sees them.",
+        ),
+        Panel(
+            "Edge p99 per colour and service",
+            (
+                _q(
+                    "color_service:edge_http_request_duration_seconds:p99_1m",
+                    "{{service}} {{color}}",
+                ),
+            ),
+            unit="s",
+            width=24,
+        ),
+        Panel(
             "Active operations",
             (_q(f"sum by (color) (active_operations{{{APP}}})", "{{color}}"),),
         ),

@@ -8,13 +8,15 @@ key and a vault password), repository variables (the public URL and a shorter
 verify poll), the plan job's outputs, the approval (none: the job just runs),
 and the checkout/setup-python actions (the workspace is a copy of this tree).
 
-Three releases on a new host, in order, each printed with its result and the
+Four releases on a new host, in order, each printed with its result and the
 steps that ran (the first one's deploy.yml also provisions the host):
   1. good:            v1 -> success, no rollback;
   2. verify fails:    v2 over v1, its containers frozen right after the release
                       step -> the job fails, the rollback step runs, v1 serves again;
   3. gate fails:      bad-unhealthy -> the job fails at the release, traffic never
-                      moved, the rollback step is skipped, v1 still serves.
+                      moved, the rollback step is skipped, v1 still serves;
+  4. canary paused:   v3 with canary steps that pause -> the job succeeds with the
+                      canary held at 30 %; the promote job takes it to everyone.
 """
 
 from __future__ import annotations
@@ -102,7 +104,12 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_deploy_job(
-    workspace: Path, case: str, version: str, after_step: Any = None
+    workspace: Path,
+    case: str,
+    version: str,
+    after_step: Any = None,
+    job: str = "deploy",
+    deploy_outputs: dict[str, str] | None = None,
 ) -> gha.JobResult:
     keys = sandbox.WORK / "keys"
     home = sandbox.WORK / "home"
@@ -164,7 +171,8 @@ def run_deploy_job(
                     "ref": sha,
                     "digest": sandbox.digest(version),
                 }
-            }
+            },
+            "deploy": {"outputs": deploy_outputs or {}},
         },
         env_overrides={"INVENTORY": str(sandbox.INVENTORY)},
         machine_env={
@@ -179,11 +187,11 @@ def run_deploy_job(
     )
     started = time.monotonic()
     try:
-        result = runner.run_job("deploy")
+        result = runner.run_job(job)
     finally:
         log_file.close()
     print(
-        f"\ncd-test {case}: deploy {version} -> job {result.conclusion} in "
+        f"\ncd-test {case}: {job} {version} -> job {result.conclusion} in "
         f"{time.monotonic() - started:.0f} s; live now: {active_version()} (log {log_path})\n"
         + result.table()
     )
@@ -197,8 +205,9 @@ ALWAYS = ["__0", "__1", "venv", "access", "before", "release"]
 def test_good_release_passes_without_rollback(host: None, workspace: Path) -> None:
     result = run_deploy_job(workspace, "good", "v1")
     assert result.conclusion == "success"
-    assert result.ran() == [*ALWAYS, "verify", "summary", "cleanup"]
+    assert result.ran() == [*ALWAYS, "verify", "held", "summary", "cleanup"]
     assert result.step("verify").outputs == {"color": "blue", "version": "v1"}
+    assert result.outputs["paused"] == "false"
     assert result.step("before").outputs["active_version"] == ""
     assert active_version() == "v1"
     assert "| before | none | none |" in result.summary
@@ -250,3 +259,39 @@ def test_failed_gate_fails_the_job_and_does_not_roll_back(host: None, workspace:
     assert result.step("rollback").outcome == "skipped"
     assert result.ran() == [*ALWAYS, "after", "summary", "cleanup"]
     assert active_version() == "v1"
+
+
+def test_a_paused_canary_waits_for_the_promote_job(host: None, workspace: Path) -> None:
+    """With canary steps that pause in the inventory, the deploy job ends with the canary
+    held (its verify asked the canary itself) and says so; the promote job, behind its
+    own approval, takes it to everyone."""
+    steps = sandbox.INVENTORY / "group_vars" / "all" / "canary.yml"
+    steps.write_text(
+        "bluegreen_canary_steps:\n  - {weight: 30, analysis_s: 3, pause: true}\n"
+        "  - {weight: 60, analysis_s: 3}\n"
+    )
+    try:
+        deployed = run_deploy_job(workspace, "canary-paused", "v3")
+        assert deployed.conclusion == "success"
+        assert deployed.ran() == [*ALWAYS, "verify", "held", "summary", "cleanup"]
+        assert deployed.step("verify").outputs["version"] == "v3"
+        assert deployed.outputs == {"paused": "true", "weight": "30"}
+        assert "Canary paused at 30 % of clients" in deployed.summary
+        assert active_version() == "v1" and host_state()["canary"]["version"] == "v3"
+        promoted = run_deploy_job(
+            workspace, "canary-promoted", "v3", job="promote", deploy_outputs=deployed.outputs
+        )
+    finally:
+        steps.unlink()
+    assert promoted.conclusion == "success"
+    assert promoted.ran() == [
+        "__0",
+        "__1",
+        "venv",
+        "access",
+        "promote",
+        "verify",
+        "summary",
+        "cleanup",
+    ]
+    assert active_version() == "v3" and host_state()["canary"] is None

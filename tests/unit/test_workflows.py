@@ -286,14 +286,20 @@ def test_production_secrets_are_read_only_behind_a_master_only_environment() -> 
                 continue
             environment = job.get("environment")
             name = environment.get("name") if isinstance(environment, dict) else environment
-            assert (path.name, name) in {("cd.yml", "production"), ("cd.yml", "production-plan")}, (
-                f"{path.name}:{job_id} reads {sorted(used)} outside the production environments"
-            )
+            assert (path.name, name) in {
+                ("cd.yml", "production"),
+                ("cd.yml", "production-plan"),
+                ("cd.yml", "production-promote"),
+            }, f"{path.name}:{job_id} reads {sorted(used)} outside the production environments"
     # Both environment jobs come after the guard, which reads no secret and
     # refuses a run started from any ref but master.
     jobs = cd["jobs"]
     assert jobs["plan"]["needs"] == "guard"
     assert jobs["deploy"]["needs"] == "plan"
+    # The promotion needs the deploy (and so the guard) and its own approval.
+    assert jobs["promote"]["needs"] == ["plan", "deploy"]
+    assert jobs["promote"]["environment"]["name"] == "production-promote"
+    assert jobs["promote"]["if"] == "needs.deploy.outputs.paused == 'true'"
     guard = "\n".join(s.get("run", "") for s in jobs["guard"]["steps"])
     assert not SECRET.search(str(jobs["guard"]))
     assert '"$REF" != refs/heads/master' in guard

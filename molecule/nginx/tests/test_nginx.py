@@ -104,13 +104,14 @@ def test_configuration_files(host: Host) -> None:
     assert enabled.linked_to == "/etc/nginx/sites-available/archibald.conf"
     upstreams = host.file("/etc/nginx/archibald/upstreams.conf").content_string
     assert (
-        "upstream archibald_backend { server 127.0.0.1:8101 max_fails=0; keepalive 32; }"
+        "upstream archibald_backend_initial { server 127.0.0.1:8101 max_fails=0; keepalive 32; }"
         in upstreams
     )
     assert (
-        "upstream archibald_frontend { server 127.0.0.1:8102 max_fails=0; keepalive 32; }"
+        "upstream archibald_frontend_initial { server 127.0.0.1:8102 max_fails=0; keepalive 32; }"
         in upstreams
     )
+    assert "map $request_id $archibald_color { default initial; }" in upstreams
     key = host.file(f"/etc/ssl/archibald/{NAME}.key")
     assert key.mode == 0o600
     assert key.user == "root"
