@@ -328,12 +328,16 @@ def test_pause_refuse_reboot_promote(host: Any) -> None:
     other = next_version(exclude=(version,))
     rc, out, _, _ = release(other)
     assert rc != 0 and f"a canary of {version} on {before['color']} is in progress at 20 %" in out
-    marker = host.file(UPSTREAMS).content_string.splitlines()[1]
+    rc, out, _ = run_playbook("status.yml")
+    assert rc == 0 and f"canary: {version} on {before['color']} at 20 % of clients" in out
+    assert "no drift" in out, out[-2000:]
+    marker = host.file(UPSTREAMS).content_string.splitlines()[0]
+    assert '"weight": 20' in marker, marker
     subprocess.run(["docker", "restart", "-t", "30", HOST_CONTAINER], check=True)
     wait_for("nginx after the reboot", lambda: _answers(), 180, 1)
     wait_for("both colours after the reboot", lambda: all(_answers() for _ in range(20)), 120, 1)
     assert read_state(host)["canary"] == before
-    assert host.file(UPSTREAMS).content_string.splitlines()[1] == marker
+    assert host.file(UPSTREAMS).content_string.splitlines()[0] == marker
     shares = Counter(_free_color() for _ in range(600))
     share = 100 * shares[before["color"]] / sum(shares.values())
     print(f"\n[canary] after the reboot, paused at 20 %: {dict(shares)} ({share:.1f} % canary)")
