@@ -63,11 +63,18 @@ def _check_one(name: str, spec: Any) -> list[str]:
     found: list[str] = []
     unknown = sorted(set(spec) - FIELDS)
     if unknown:
-        found.append(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(FIELDS))}")
+        found.append(
+            f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(FIELDS))}"
+        )
     if not isinstance(spec.get("image"), str) or not spec.get("image"):
-        found.append(f"{where}.image is missing: the image reference to run, e.g. <registry>/redis:7")
+        found.append(
+            f"{where}.image is missing: the image reference to run, e.g. <registry>/redis:7"
+        )
     if _port(spec.get("port")) is None:
-        found.append(f"{where}.port must be the loopback port it serves on (1-65535), got {spec.get('port')!r}")
+        found.append(
+            f"{where}.port must be the loopback port it serves on (1-65535), "
+            f"got {spec.get('port')!r}"
+        )
     command = spec.get("command")
     if command is not None and (
         not isinstance(command, list) or not all(isinstance(a, str) for a in command)
@@ -103,7 +110,8 @@ def _check_one(name: str, spec: Any) -> list[str]:
         else:
             bad = sorted(set(health) - HEALTH_FIELDS)
             bad += [
-                k for k in ("interval", "timeout", "start_period")
+                k
+                for k in ("interval", "timeout", "start_period")
                 if k in health and not DURATION_RE.match(str(health[k]))
             ]
             if "retries" in health and _port(health["retries"]) is None:
@@ -169,7 +177,9 @@ def accessories_problems(
         if _port(port) is not None:
             owners[int(port)] = "accessories_reserved_ports (the rest of the stack)"
     if app_ports is not None and not isinstance(app_ports, Mapping):
-        raise AnsibleFilterError(f"app_ports must be bluegreen_ports (a mapping); got {app_ports!r}")
+        raise AnsibleFilterError(
+            f"app_ports must be bluegreen_ports (a mapping); got {app_ports!r}"
+        )
     for color, by_service in (app_ports or {}).items():
         for service, port in (by_service or {}).items():
             if _port(port) is not None:
@@ -212,7 +222,8 @@ def accessories_scrape_configs(services: Any, job_name: str = JOB_NAME) -> list[
         port = _port(metrics.get("port"))
         if port is None:
             raise AnsibleFilterError(
-                f"accessories_services.{name}.metrics.port must be a port, got {metrics.get('port')!r}"
+                f"accessories_services.{name}.metrics.port must be a port, "
+                f"got {metrics.get('port')!r}"
             )
         labels = {"accessory": str(name)}
         path = str(metrics.get("path") or "/metrics")
