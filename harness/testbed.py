@@ -9,6 +9,8 @@ Hub:
 * ``archibald/vps:<release>``     the base with systemd as PID 1 (the "VPS")
 * ``archibald/python:12``         the base with python3 + venv (app build base)
 * ``archibald/registry:12``       Debian's ``docker-registry`` package
+* ``archibald/redis:12``          Debian's redis-server and its Prometheus exporter
+                                  (the accessories role's shared service)
 * ``archibald/app:<version>``     the reference app, pushed to the local registry
 
 Each image carries a content-hashed tag (``<release>-<hash>``) and a moving
@@ -381,6 +383,7 @@ def build_images(releases: list[str]) -> dict[str, str]:
     base12 = refs.get("debian12") or build_base("12")
     refs["python12"] = build_from_dockerfile("python", "12", base12, IMAGES_DIR / "python")
     refs["registry12"] = build_from_dockerfile("registry", "12", base12, IMAGES_DIR / "registry")
+    refs["redis12"] = build_from_dockerfile("redis", "12", base12, IMAGES_DIR / "redis")
     return refs
 
 
@@ -446,11 +449,12 @@ def registry_up() -> None:
 
 
 def seed_registry() -> None:
-    """Push the small python image that role tests run as a probe container."""
-    remote = f"{PUSH_REGISTRY}/testbed/python:12"
-    run(["docker", "tag", "archibald/python:12", remote])
-    run(["docker", "push", "-q", remote], capture=True)
-    log(f"pushed {PULL_REGISTRY}/testbed/python:12 (probe image for role tests)")
+    """Push the images role tests run: a probe container and a shared service."""
+    for name, why in (("python", "probe image for role tests"), ("redis", "a shared service")):
+        remote = f"{PUSH_REGISTRY}/testbed/{name}:12"
+        run(["docker", "tag", f"archibald/{name}:12", remote])
+        run(["docker", "push", "-q", remote], capture=True)
+        log(f"pushed {PULL_REGISTRY}/testbed/{name}:12 ({why})")
 
 
 def _wait_registry(timeout: float = 30.0) -> None:
