@@ -181,6 +181,7 @@ def test_healthy_canary_end_to_end(host: Any) -> None:
     and never back from the canary, its page and API calls on the same colour."""
     old_color, _ = serving()
     version = next_version()
+    accessories = _accessories(host)
     with Load() as load:
         time.sleep(2)
         rc, out, started, canary_s = release(version, "-e", steps(10, 50, analysis_s=15))
@@ -233,6 +234,9 @@ def test_healthy_canary_end_to_end(host: Any) -> None:
     assert moved_back == 0
     rc, out, _, plain_s = release(next_version(exclude=(version,)))
     assert rc == 0, out[-3000:]
+    # The shared services (roles/accessories) are no colour's: no release touches them.
+    assert _accessories(host) == accessories, (accessories, _accessories(host))
+    print(f"[canary] shared services untouched by both releases: {accessories}")
     print(
         f"[canary] wall time: canary release (10 % and 50 %, 15 s each) {canary_s:.0f} s; "
         f"plain switch {plain_s:.0f} s"
@@ -397,6 +401,18 @@ def test_preview_needs_the_token() -> None:
         "wrong token": stable,
         "pin always (no canary)": stable,
     }
+
+
+def _accessories(host: Any) -> list[str]:
+    """Each shared service's name, start time and restart count."""
+    out = host.check_output(
+        "docker ps --filter label=org.archibald.accessory "
+        "--format '{{.Names}}' | sort | xargs docker inspect "
+        "-f '{{.Name}} {{.State.StartedAt}} {{.RestartCount}}'"
+    )
+    found = out.split("\n")
+    assert len(found) == 2, f"expected redis and its exporter running: {found}"
+    return found
 
 
 def _answers() -> bool:
