@@ -74,7 +74,7 @@ STACK_PARTS: dict[str, tuple[tuple[str, ...], int]] = {
     "faults": (("test_5_faults", "test_6_security"), 540),
     "engine": (("test_7_engine",), 540),
     "alerting": (("test_9_alerting",), 540),  # 412 s alone
-    "edge": (("test_8_edge_limits",), 300),  # 126 s alone
+    "edge": (("test_8_edge_limits", "test_11_maintenance"), 360),  # 126 s alone, +30 s
     "canary": (("test_10_canary",), 660),  # 437-470 s of tests alone on the second slot
 }
 # `make test` runs the whole stack as these lanes, at once, each on a host of
