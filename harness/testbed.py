@@ -9,6 +9,7 @@ Hub:
 * ``archibald/vps:<release>``     the base with systemd as PID 1 (the "VPS")
 * ``archibald/python:12``         the base with python3 + venv (app build base)
 * ``archibald/registry:12``       Debian's ``docker-registry`` package
+* ``archibald/compose-proxy:12``  Debian's nginx as the seed's compose proxy (molecule/cutover)
 * ``archibald/app:<version>``     the reference app, pushed to the local registry
 
 Each image carries a content-hashed tag (``<release>-<hash>``) and a moving
@@ -381,6 +382,9 @@ def build_images(releases: list[str]) -> dict[str, str]:
     base12 = refs.get("debian12") or build_base("12")
     refs["python12"] = build_from_dockerfile("python", "12", base12, IMAGES_DIR / "python")
     refs["registry12"] = build_from_dockerfile("registry", "12", base12, IMAGES_DIR / "registry")
+    refs["compose-proxy12"] = build_from_dockerfile(
+        "compose-proxy", "12", base12, IMAGES_DIR / "compose-proxy"
+    )
     return refs
 
 
@@ -451,6 +455,11 @@ def seed_registry() -> None:
     run(["docker", "tag", "archibald/python:12", remote])
     run(["docker", "push", "-q", remote], capture=True)
     log(f"pushed {PULL_REGISTRY}/testbed/python:12 (probe image for role tests)")
+    # The seed's compose proxy, which molecule/cutover's hosts pull and replace.
+    remote = f"{PUSH_REGISTRY}/testbed/compose-proxy:12"
+    run(["docker", "tag", "archibald/compose-proxy:12", remote])
+    run(["docker", "push", "-q", remote], capture=True)
+    log(f"pushed {PULL_REGISTRY}/testbed/compose-proxy:12 (the old proxy molecule/cutover replaces)")
 
 
 def _wait_registry(timeout: float = 30.0) -> None:
