@@ -136,9 +136,6 @@ def main() -> None:
         tmp = f"{dest}.backup-{os.getpid()}"
         try:
             backup(src, tmp)
-            info = os.stat(src)
-            os.chown(tmp, info.st_uid, info.st_gid)
-            os.chmod(tmp, info.st_mode & 0o7777)
             dest_rows = count_rows(tmp, table)
             if dest_rows != src_rows:
                 raise BackupError(f"{src} has {src_rows} rows in {table} but the copy {dest_rows}")
@@ -148,6 +145,10 @@ def main() -> None:
                 if os.path.exists(dest + suffix):
                     os.unlink(dest + suffix)
             module.atomic_move(tmp, dest)
+            # After the move: atomic_move gives a file it creates to the caller.
+            info = os.stat(src)
+            os.chown(dest, info.st_uid, info.st_gid)
+            os.chmod(dest, info.st_mode & 0o7777)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

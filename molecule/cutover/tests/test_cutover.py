@@ -5,7 +5,7 @@ that is not there; the adoption runs under load (reads, writes with retries,
 and a prober that opens a new TLS connection every 50 ms to count refusals)
 and prints failed requests, seconds of refusal, jobs before and after and the
 wall time; a rerun changes nothing; the old stack is kept, stopped; and
--e adopt_rollback=true goes back to it with every job.
+playbooks/rollback-compose.yml goes back to it with every job.
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ def host() -> Any:
     return testinfra.get_host(f"docker://{HOST}")
 
 
-def run_adopt(*extra: str, limit: str = HOST) -> tuple[int, str, float]:
+def run_adopt(
+    *extra: str, limit: str = HOST, playbook: str = "adopt-compose.yml"
+) -> tuple[int, str, float]:
     inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
     if not inventory:
         pytest.fail("MOLECULE_INVENTORY_FILE is not set: run these tests through `molecule verify`")
@@ -62,7 +64,7 @@ def run_adopt(*extra: str, limit: str = HOST) -> tuple[int, str, float]:
     result = subprocess.run(
         [
             *("ansible-playbook", "-i", inventory, "--limit", limit),
-            *(str(ROOT / "playbooks" / "adopt-compose.yml"), "-e", "app_version=v1", *extra),
+            *(str(ROOT / "playbooks" / playbook), "-e", "app_version=v1", *extra),
         ],
         cwd=ROOT,
         env=env,
@@ -73,8 +75,7 @@ def run_adopt(*extra: str, limit: str = HOST) -> tuple[int, str, float]:
     )
     elapsed = time.monotonic() - started
     output = result.stdout + result.stderr
-    print(f"[adopt] {' '.join(extra) or '(defaults)'} on {limit} -> rc={result.returncode}"
-          f" in {elapsed:.1f} s")
+    print(f"[{playbook}] {' '.join(extra)} on {limit} -> rc={result.returncode} in {elapsed:.1f} s")
     return result.returncode, output, elapsed
 
 
@@ -281,7 +282,7 @@ def test_the_old_stack_is_kept_stopped_and_cannot_start_by_itself() -> None:
 def test_rollback_goes_back_to_compose_with_every_job() -> None:
     ours = job_ids(NEW_VOLUME)
     with Prober() as prober:
-        rc, out, wall = run_adopt("-e", "adopt_rollback=true")
+        rc, out, wall = run_adopt(playbook="rollback-compose.yml")
         time.sleep(2)
     assert rc == 0, out[-4000:]
     back = job_ids(OLD_VOLUME)
