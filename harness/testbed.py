@@ -459,7 +459,7 @@ def seed_registry() -> None:
     remote = f"{PUSH_REGISTRY}/testbed/compose-proxy:12"
     run(["docker", "tag", "archibald/compose-proxy:12", remote])
     run(["docker", "push", "-q", remote], capture=True)
-    log(f"pushed {PULL_REGISTRY}/testbed/compose-proxy:12 (the old proxy molecule/cutover replaces)")
+    log(f"pushed {PULL_REGISTRY}/testbed/compose-proxy:12 (molecule/cutover's old proxy)")
 
 
 def _wait_registry(timeout: float = 30.0) -> None:

@@ -188,7 +188,11 @@ def test_cutover_under_load_loses_nothing_and_refuses_briefly() -> None:
     writers = [
         postload.Writer("writes, retry (4 attempts)", url, WRITE_RATE, retry=True, connections=4),
         postload.Writer(
-            "writes, patient retry (40 attempts)", url, WRITE_RATE, retry=True, attempts=40,
+            "writes, patient retry (40 attempts)",
+            url,
+            WRITE_RATE,
+            retry=True,
+            attempts=40,
             connections=4,
         ),
     ]
@@ -221,28 +225,40 @@ def test_cutover_under_load_loses_nothing_and_refuses_briefly() -> None:
     unaccounted = after - before - accepted
     summaries = [postload.summary(w) for w in writers]
     codes = dict(re.findall(r"\[(\d{3})\]\s+(\d+) responses", hey_out))
-    hey_errors = sum(int(n) for n in re.findall(r"^\s*\[(\d+)\]", hey_out.partition(
-        "Error distribution:")[2], re.M))
+    hey_errors = sum(
+        int(n)
+        for n in re.findall(r"^\s*\[(\d+)\]", hey_out.partition("Error distribution:")[2], re.M)
+    )
     switch = re.search(r"443 refused for at most ([\d.]+) s", flat(out))
     print("\n[cutover] figures")
     print(f"  wall time of the adoption: {wall:.1f} s (provision beside + data + release + switch)")
-    print(f"  switch on the host (old proxy stop -> nginx bound): "
-          f"{switch.group(1) if switch else '?'} s")
-    print(f"  refused or timed out on 443 (new connection every 50 ms): "
-          f"{prober.seconds(refused):.2f} s in all, longest {prober.longest(refused):.2f} s, "
-          f"{sum(refused(s) for _, s, _ in prober.samples)} of {len(prober.samples)} probes")
-    print(f"  answered 5xx (the write pause: old backend stopped until our release): "
-          f"{prober.seconds(server_error):.2f} s in all, longest "
-          f"{prober.longest(server_error):.2f} s")
+    print(
+        f"  switch on the host (old proxy stop -> nginx bound): "
+        f"{switch.group(1) if switch else '?'} s"
+    )
+    print(
+        f"  refused or timed out on 443 (new connection every 50 ms): "
+        f"{prober.seconds(refused):.2f} s in all, longest {prober.longest(refused):.2f} s, "
+        f"{sum(refused(s) for _, s, _ in prober.samples)} of {len(prober.samples)} probes"
+    )
+    print(
+        f"  answered 5xx (the write pause: old backend stopped until our release): "
+        f"{prober.seconds(server_error):.2f} s in all, longest "
+        f"{prober.longest(server_error):.2f} s"
+    )
     print(f"  colours seen in turn: {prober.colors()}")
     for s in summaries:
-        print(f"  {s['name']}: sent {s['sent']}, accepted {s['accepted']}, failed {s['failed']},"
-              f" retried {s['retried']}, replayed {s['replayed']}, keys with two jobs "
-              f"{s['keys_with_two_jobs']}, errors {s['errors']}")
+        print(
+            f"  {s['name']}: sent {s['sent']}, accepted {s['accepted']}, failed {s['failed']},"
+            f" retried {s['retried']}, replayed {s['replayed']}, keys with two jobs "
+            f"{s['keys_with_two_jobs']}, errors {s['errors']}"
+        )
     print(f"  reads (hey, no retry): status counts {codes}, errors {hey_errors}")
-    print(f"  jobs before {len(before)}, accepted during {len(accepted)}, after {len(after)};"
-          f" lost {len(lost_before) + len(lost_accepted)}, in the database but answered as failed"
-          f" {len(unaccounted)}")
+    print(
+        f"  jobs before {len(before)}, accepted during {len(accepted)}, after {len(after)};"
+        f" lost {len(lost_before) + len(lost_accepted)}, in the database but answered as failed"
+        f" {len(unaccounted)}"
+    )
 
     assert not lost_before, f"jobs of the compose stack missing after the adoption: {lost_before}"
     assert not lost_accepted, f"accepted jobs missing after the adoption: {lost_accepted}"
@@ -269,8 +285,7 @@ def test_the_old_stack_is_kept_stopped_and_cannot_start_by_itself() -> None:
     record = json.loads(h.file(RECORD).content_string)
     assert record["phase"] == "adopted"
     for name in ("archibald-backend-1", "archibald-frontend-1", "archibald-nginx-proxy-1"):
-        state = json.loads(h.check_output(
-            f"docker inspect --format '{{{{json .}}}}' {name}"))
+        state = json.loads(h.check_output(f"docker inspect --format '{{{{json .}}}}' {name}"))
         assert not state["State"]["Running"], f"{name} still runs"
         assert state["HostConfig"]["RestartPolicy"]["Name"] == "no", name
         assert record["containers"][name] == "unless-stopped"
@@ -286,9 +301,11 @@ def test_rollback_goes_back_to_compose_with_every_job() -> None:
         time.sleep(2)
     assert rc == 0, out[-4000:]
     back = job_ids(OLD_VOLUME)
-    print(f"[rollback] {wall:.1f} s; refused {prober.seconds(refused):.2f} s (longest "
-          f"{prober.longest(refused):.2f} s), 5xx {prober.seconds(server_error):.2f} s; jobs ours"
-          f" {len(ours)}, back in the compose volume {len(back)}; colours {prober.colors()}")
+    print(
+        f"[rollback] {wall:.1f} s; refused {prober.seconds(refused):.2f} s (longest "
+        f"{prober.longest(refused):.2f} s), 5xx {prober.seconds(server_error):.2f} s; jobs ours"
+        f" {len(ours)}, back in the compose volume {len(back)}; colours {prober.colors()}"
+    )
     assert ours <= back, f"jobs lost on the way back: {ours - back}"
     assert health() == (200, "compose")
     assert json.loads(host().file(RECORD).content_string)["phase"] == "rolled-back"
