@@ -11,6 +11,7 @@ Hub:
 * ``archibald/registry:12``       Debian's ``docker-registry`` package
 * ``archibald/redis:12``          Debian's redis-server and its Prometheus exporter
                                   (the accessories role's shared service)
+* ``archibald/compose-proxy:12``  Debian's nginx as the seed's compose proxy (molecule/cutover)
 * ``archibald/app:<version>``     the reference app, pushed to the local registry
 
 Each image carries a content-hashed tag (``<release>-<hash>``) and a moving
@@ -384,6 +385,9 @@ def build_images(releases: list[str]) -> dict[str, str]:
     refs["python12"] = build_from_dockerfile("python", "12", base12, IMAGES_DIR / "python")
     refs["registry12"] = build_from_dockerfile("registry", "12", base12, IMAGES_DIR / "registry")
     refs["redis12"] = build_from_dockerfile("redis", "12", base12, IMAGES_DIR / "redis")
+    refs["compose-proxy12"] = build_from_dockerfile(
+        "compose-proxy", "12", base12, IMAGES_DIR / "compose-proxy"
+    )
     return refs
 
 
@@ -449,8 +453,13 @@ def registry_up() -> None:
 
 
 def seed_registry() -> None:
-    """Push the images role tests run: a probe container and a shared service."""
-    for name, why in (("python", "probe image for role tests"), ("redis", "a shared service")):
+    """Push the images role tests run: a probe container, a shared service, and the
+    seed's compose proxy (molecule/cutover's hosts pull it and replace it)."""
+    for name, why in (
+        ("python", "probe image for role tests"),
+        ("redis", "a shared service"),
+        ("compose-proxy", "molecule/cutover's old proxy"),
+    ):
         remote = f"{PUSH_REGISTRY}/testbed/{name}:12"
         run(["docker", "tag", f"archibald/{name}:12", remote])
         run(["docker", "push", "-q", remote], capture=True)

@@ -16,6 +16,7 @@ MODULES = [
     "health_gate",
     "prometheus_gate",
     "release_lock",
+    "sqlite_backup",
 ]
 COMPARED = ("type", "elements", "default", "choices", "required", "aliases")
 

@@ -1,0 +1,351 @@
+"""playbooks/adopt-compose.yml against the emulated compose stack (converge.yml).
+
+In order: the preflight refuses a host without the layout and a project name
+that is not there; the adoption runs under load (reads, writes with retries,
+and a prober that opens a new TLS connection every 50 ms to count refusals)
+and prints failed requests, seconds of refusal, jobs before and after and the
+wall time; a rerun changes nothing; the old stack is kept, stopped; and
+playbooks/rollback-compose.yml goes back to it with every job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testinfra
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+from harness import postload  # noqa: E402
+
+HOST = "cutover-deb12"
+BARE = "cutover-bare-deb12"
+EDGE = "https://127.0.0.1:18445"
+OLD_VOLUME = "archibald_data"
+NEW_VOLUME = "archibald-data"
+RECORD = "/var/lib/archibald/adopt-compose.json"
+# Every load stops by itself after this long, whatever happens to the test.
+LOAD_MAX_S = 900
+# Writes: the app's documented retry (4 attempts, ~0.3 s of backoff), and a
+# patient client (70 attempts, ~2 min of backoff) that outlasts the write
+# pause (the old backend stopped until our release serves on 443: 40-60 s on
+# this shared machine).
+WRITE_RATE = 5.0
+TLS = ssl.create_default_context()
+TLS.check_hostname = False
+TLS.verify_mode = ssl.CERT_NONE
+
+
+def host() -> Any:
+    return testinfra.get_host(f"docker://{HOST}")
+
+
+def run_adopt(
+    *extra: str, limit: str = HOST, playbook: str = "adopt-compose.yml"
+) -> tuple[int, str, float]:
+    inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
+    if not inventory:
+        pytest.fail("MOLECULE_INVENTORY_FILE is not set: run these tests through `molecule verify`")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            *("ansible-playbook", "-i", inventory, "--limit", limit),
+            *(str(ROOT / "playbooks" / playbook), "-e", "app_version=v1", *extra),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+    elapsed = time.monotonic() - started
+    output = result.stdout + result.stderr
+    print(f"[{playbook}] {' '.join(extra)} on {limit} -> rc={result.returncode} in {elapsed:.1f} s")
+    return result.returncode, output, elapsed
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def job_ids(volume: str) -> set[int]:
+    """Every job id in the job database of a Docker volume on the host."""
+    path = f"/var/lib/docker/volumes/{volume}/_data/jobs.sqlite3"
+    script = (
+        "import json, sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+        "print(json.dumps([r[0] for r in c.execute('SELECT id FROM jobs')]))"
+    )
+    out = host().check_output(f"python3 -c {json.dumps(script)} {path}")
+    return set(json.loads(out))
+
+
+def health(timeout: float = 2.0) -> tuple[int, str]:
+    """One request on a new connection: (status, colour or why there was no answer);
+    status 0: no connection ("refused"), no answer in time ("timeout") or another error."""
+    request = urllib.request.Request(EDGE + "/health", headers={"Host": "localhost"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=TLS) as resp:
+            return resp.status, str(json.loads(resp.read() or b"{}").get("color", "?"))
+    except urllib.error.HTTPError as exc:
+        return exc.code, "?"
+    except urllib.error.URLError as exc:
+        return 0, _why(exc.reason)
+    except OSError as exc:
+        return 0, _why(exc)
+
+
+def _why(exc: object) -> str:
+    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
+        return "timeout"
+    if isinstance(exc, (ConnectionRefusedError, ConnectionResetError)):
+        return "refused"
+    return "error"
+
+
+class Prober(threading.Thread):
+    """A new TCP + TLS connection to 443 every 50 ms (2 s timeout), each outcome kept with
+    its wall-clock time (the host's clock is this machine's)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, int, str]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + LOAD_MAX_S
+        while not self.halt.is_set() and time.monotonic() < deadline:
+            started = time.time()
+            status, color = health()
+            self.samples.append((started, status, color))
+            time.sleep(0.05)
+
+    def windows(self) -> list[tuple[float, float, str]]:
+        """(start, seconds, what) of each run of probes without a 200, by what they got."""
+        found: list[tuple[float, float, str]] = []
+        begun, kind = None, ""
+        for start, status, color in self.samples:
+            what = "" if status == 200 else (color if status == 0 else f"HTTP {status}")
+            if what != kind and begun is not None:
+                found.append((begun, start - begun, kind))
+                begun = None
+            if what and begun is None:
+                begun = start
+            kind = what
+        if begun is not None:
+            found.append((begun, self.samples[-1][0] - begun, kind))
+        return found
+
+    def unanswered(self, start: float = 0.0, end: float = float("inf")) -> float:
+        """Seconds without any answer (refused, timed out) that overlap [start, end]."""
+        return sum(
+            max(0.0, min(s + d, end) - max(s, start))
+            for s, d, what in self.windows()
+            if what in ("refused", "timeout", "error")
+        )
+
+    def colors(self) -> list[str]:
+        seen: list[str] = []
+        for _, status, color in self.samples:
+            if status == 200 and (not seen or seen[-1] != color):
+                seen.append(color)
+        return seen
+
+    def __enter__(self) -> Prober:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.halt.set()
+        self.join(10)
+
+
+def task_times(output: str) -> dict[str, float]:
+    """When each task of a playbook run began (profile_tasks' line under its header)."""
+    times: dict[str, float] = {}
+    for name, stamp in re.findall(
+        r"^TASK \[(.+?)\] \**\n\w+ (\d+ \w+ \d{4}\s+[\d:]+) \+0000", output, re.M
+    ):
+        moment = datetime.strptime(" ".join(stamp.split()), "%d %B %Y %H:%M:%S")
+        times.setdefault(name, moment.replace(tzinfo=UTC).timestamp())
+    return times
+
+
+def test_preflight_refuses_a_host_without_docker_or_compose() -> None:
+    rc, out, _ = run_adopt(limit=BARE)
+    assert rc != 0, "the adoption ran on a host without a compose stack"
+    assert "No Docker engine on this host, so no compose stack to adopt" in flat(out), out[-3000:]
+    bare = testinfra.get_host(f"docker://{BARE}")
+    assert not bare.package("nginx").is_installed, "the refused run installed nginx"
+
+
+def test_preflight_refuses_a_project_that_is_not_there() -> None:
+    rc, out, _ = run_adopt("-e", "adopt_compose_project=shop")
+    text = flat(out)
+    assert rc != 0
+    assert "does not have the compose layout this playbook adopts" in text, out[-3000:]
+    assert 'found projects: ["archibald"]' in text, out[-3000:]
+    assert not host().package("nginx").is_installed, "the refused run installed nginx"
+
+
+def test_cutover_under_load_loses_nothing_and_refuses_briefly() -> None:
+    before = job_ids(OLD_VOLUME)
+    assert len(before) >= 40, f"the compose stack's volume holds {len(before)} jobs"
+    assert health() == (200, "compose")
+    url = f"{EDGE}/api/jobs"
+    writers = [
+        postload.Writer("writes, retry (4 attempts)", url, WRITE_RATE, retry=True, connections=4),
+        postload.Writer(
+            "writes, patient retry (70 attempts)",
+            url,
+            WRITE_RATE,
+            retry=True,
+            attempts=70,
+            connections=4,
+        ),
+    ]
+    tmp = Path(tempfile.mkdtemp(prefix="cutover-load-"))
+    outs = [tmp / f"writer-{i}.json" for i in range(len(writers))]
+    reads = subprocess.Popen(
+        [
+            *("hey", "-z", f"{LOAD_MAX_S}s", "-c", "2", "-q", "5", "-host", "localhost"),
+            f"{EDGE}/api/jobs?limit=1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    procs = [postload.start_process(w, LOAD_MAX_S, o) for w, o in zip(writers, outs, strict=True)]
+    t0 = time.time()
+    with Prober() as prober:
+        time.sleep(3)
+        rc, out, wall = run_adopt()
+        time.sleep(5)
+    reads.send_signal(signal.SIGINT)
+    hey_out, _ = reads.communicate(timeout=60)
+    for writer, proc, o in zip(writers, procs, outs, strict=True):
+        postload.finish_process(writer, proc, o)
+    assert rc == 0, out[-6000:]
+
+    after = job_ids(NEW_VOLUME)
+    accepted = {int(o.job_id) for w in writers for o in w.outcomes if o.ok and o.job_id}
+    lost_before = before - after
+    lost_accepted = accepted - after
+    unaccounted = after - before - accepted
+    summaries = [postload.summary(w) for w in writers]
+    codes = dict(re.findall(r"\[(\d{3})\]\s+(\d+) responses", hey_out))
+    hey_errors = sum(
+        int(n)
+        for n in re.findall(r"^\s*\[(\d+)\]", hey_out.partition("Error distribution:")[2], re.M)
+    )
+    switch = re.search(
+        r"443 refused for at most ([\d.]+) s \(epoch ([\d.]+) to ([\d.]+)\)", flat(out)
+    )
+    assert switch, out[-4000:]
+    switch_s, t_stop, t_bound = (float(g) for g in switch.groups())
+    tasks = task_times(out)
+    pause_from = tasks.get("Stop the old stack's database writer (it drains its jobs)", 0.0)
+    around_switch = prober.unanswered(t_stop - 1.0, t_bound + 2.0)
+    print("\n[cutover] figures")
+    print(f"  wall time of the adoption: {wall:.1f} s (provision beside + data + release + switch)")
+    print(f"  switch on the host (old proxy stop -> nginx holds 443): {switch_s:.2f} s")
+    print(
+        f"  443 unanswered (refused or timed out) from 1 s before the switch to 2 s after: "
+        f"{around_switch:.2f} s; in the whole run {prober.unanswered():.2f} s"
+    )
+    print(
+        f"  write pause (old backend stopped at {pause_from - t0:.0f} s -> nginx on 443 at "
+        f"{t_bound - t0:.0f} s of the load): {t_bound - pause_from:.0f} s"
+    )
+    print("  every window without a 200 (s into the load, length, what the probes got):")
+    for begun, length, what in prober.windows():
+        print(f"    {begun - t0:7.1f} s  {length:6.2f} s  {what}")
+    for name in (
+        "Restart docker",
+        "Stop the old stack's database writer (it drains its jobs)",
+        "Release app_version on the moved data",
+        "Stop the old proxy and bind nginx to 80 and 443 at once",
+    ):
+        if name in tasks:
+            print(f"    task at {tasks[name] - t0:7.1f} s: {name}")
+    print(f"  colours seen in turn: {prober.colors()}")
+    for s in summaries:
+        print(
+            f"  {s['name']}: sent {s['sent']}, accepted {s['accepted']}, failed {s['failed']},"
+            f" retried {s['retried']}, replayed {s['replayed']}, keys with two jobs "
+            f"{s['keys_with_two_jobs']}, errors {s['errors']}"
+        )
+    print(f"  reads (hey, no retry): status counts {codes}, errors {hey_errors}")
+    print(
+        f"  jobs before {len(before)}, accepted during {len(accepted)}, after {len(after)};"
+        f" lost {len(lost_before) + len(lost_accepted)}, in the database but answered as failed"
+        f" {len(unaccounted)}"
+    )
+
+    assert not lost_before, f"jobs of the compose stack missing after the adoption: {lost_before}"
+    assert not lost_accepted, f"accepted jobs missing after the adoption: {lost_accepted}"
+    patient = summaries[1]
+    assert patient["failed"] == 0, f"writes with the patient retry failed: {patient['errors']}"
+    assert all(s["keys_with_two_jobs"] == 0 for s in summaries)
+    assert switch_s <= 5.0, f"the switch took {switch_s:.2f} s on the host"
+    assert around_switch <= 5.0, f"443 went unanswered for {around_switch:.2f} s at the switch"
+    assert prober.colors()[0] == "compose" and prober.colors()[-1] in ("blue", "green")
+    assert health()[0] == 200
+
+
+def test_a_rerun_after_success_changes_nothing() -> None:
+    rc, out, wall = run_adopt()
+    assert rc == 0, out[-4000:]
+    recap = re.search(rf"^{HOST}\s*:.*$", out, re.M)
+    assert recap, out[-2000:]
+    print(f"[rerun] {wall:.1f} s: {' '.join(recap.group(0).split())}")
+    assert re.search(r"changed=0\b", recap.group(0)), recap.group(0)
+    assert "adopted before: nothing to do but check" in flat(out)
+
+
+def test_the_old_stack_is_kept_stopped_and_cannot_start_by_itself() -> None:
+    h = host()
+    record = json.loads(h.file(RECORD).content_string)
+    assert record["phase"] == "adopted"
+    for name in ("archibald-backend-1", "archibald-frontend-1", "archibald-nginx-proxy-1"):
+        state = json.loads(h.check_output(f"docker inspect --format '{{{{json .}}}}' {name}"))
+        assert not state["State"]["Running"], f"{name} still runs"
+        assert state["HostConfig"]["RestartPolicy"]["Name"] == "no", name
+        assert record["containers"][name] == "unless-stopped"
+    assert h.check_output(f"docker volume ls -q --filter name=^{OLD_VOLUME}$") == OLD_VOLUME
+    listeners = h.check_output("ss -Hltnp 'sport = :443'")
+    assert '"nginx"' in listeners and "docker-proxy" not in listeners, listeners
+
+
+def test_rollback_goes_back_to_compose_with_every_job() -> None:
+    ours = job_ids(NEW_VOLUME)
+    with Prober() as prober:
+        rc, out, wall = run_adopt(playbook="rollback-compose.yml")
+        time.sleep(2)
+    assert rc == 0, out[-4000:]
+    back = job_ids(OLD_VOLUME)
+    print(
+        f"[rollback] {wall:.1f} s; 443 unanswered {prober.unanswered():.2f} s, windows without"
+        f" a 200: {[(round(d, 2), w) for _, d, w in prober.windows()]}; jobs ours {len(ours)},"
+        f" back in the compose volume {len(back)}; colours {prober.colors()}"
+    )
+    assert ours <= back, f"jobs lost on the way back: {ours - back}"
+    assert health() == (200, "compose")
+    assert json.loads(host().file(RECORD).content_string)["phase"] == "rolled-back"
