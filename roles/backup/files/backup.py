@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -129,12 +130,24 @@ def copy_databases(cfg: dict[str, Any], staging: Path) -> list[dict[str, Any]]:
         dst = target_dir / src.name
         started = time.monotonic()
         # As the file's owner: a WAL database opened by root could leave root-owned
-        # -wal/-shm files that the app cannot open afterwards.
+        # -wal/-shm files that the app cannot open afterwards. The owner may not
+        # pass the directories above the file (/var/lib/docker is root's), so
+        # it keeps one capability, to read and search; what it writes is checked
+        # as the owner's.
         result = subprocess.run(
-            [sys.executable, __file__, "sqlite-copy", str(src), str(dst)],
-            user=owner.st_uid,
-            group=owner.st_gid,
-            extra_groups=[],
+            [
+                "setpriv",
+                f"--reuid={owner.st_uid}",
+                f"--regid={owner.st_gid}",
+                "--clear-groups",
+                "--inh-caps=+dac_read_search",
+                "--ambient-caps=+dac_read_search",
+                sys.executable,
+                __file__,
+                "sqlite-copy",
+                str(src),
+                str(dst),
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -172,7 +185,9 @@ def write_metrics(cfg: dict[str, Any], figures: dict[str, float], ok: bool) -> N
     path = Path(cfg["textfile"])
     previous = read_previous_metrics(path)
     now = time.time()
-    last_success = str(now) if ok else previous.get("archibald_backup_last_success_timestamp_seconds")
+    last_success = (
+        str(now) if ok else previous.get("archibald_backup_last_success_timestamp_seconds")
+    )
     lines = [
         "# HELP archibald_backup_last_run_timestamp_seconds When the last backup run ended.",
         "# TYPE archibald_backup_last_run_timestamp_seconds gauge",
@@ -183,7 +198,8 @@ def write_metrics(cfg: dict[str, Any], figures: dict[str, float], ok: bool) -> N
     ]
     if last_success is not None:
         lines += [
-            "# HELP archibald_backup_last_success_timestamp_seconds When the last good backup ended.",
+            "# HELP archibald_backup_last_success_timestamp_seconds"
+            " When the last good backup ended.",
             "# TYPE archibald_backup_last_success_timestamp_seconds gauge",
             f"archibald_backup_last_success_timestamp_seconds {last_success}",
         ]
@@ -192,7 +208,10 @@ def write_metrics(cfg: dict[str, Any], figures: dict[str, float], ok: bool) -> N
         ("archibald_backup_duration_seconds", "Wall time of the last good backup run."),
         ("archibald_backup_size_bytes", "Bytes the last good snapshot holds."),
         ("archibald_backup_added_bytes", "Bytes the last good backup added to the repository."),
-        ("archibald_backup_repository_size_bytes", "Size of the repository after the last good run."),
+        (
+            "archibald_backup_repository_size_bytes",
+            "Size of the repository after the last good run.",
+        ),
     ):
         key = name.removeprefix("archibald_backup_")
         value = str(figures[key]) if ok and key in figures else previous.get(name)
@@ -267,7 +286,12 @@ def run_backup(cfg: dict[str, Any]) -> dict[str, float]:
         if cfg["prune"]:
             forget.append("--prune")
         out = restic(cfg, *forget, quiet=True)
-        log("retention_applied", policy=cfg["retention"], prune=cfg["prune"], output=out.strip()[-400:])
+        counts = [
+            line.strip()
+            for line in out.splitlines()
+            if re.match(r"\s*(keep|remove) \d+ snapshots?", line)
+        ]
+        log("retention_applied", policy=cfg["retention"], prune=cfg["prune"], snapshots=counts)
         stats = json.loads(restic(cfg, "stats", "--json", "--mode", "raw-data", quiet=True))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -289,7 +313,9 @@ def main(argv: list[str]) -> int:
         return 0
     cfg = load_config()
     if command == "restic":
-        return subprocess.run(restic_cmd(cfg, *argv[2:]), env=restic_env(cfg), check=False).returncode
+        return subprocess.run(
+            restic_cmd(cfg, *argv[2:]), env=restic_env(cfg), check=False
+        ).returncode
     if command != "backup":
         sys.stderr.write(__doc__ or "")
         return 2
