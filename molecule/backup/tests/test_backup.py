@@ -210,6 +210,12 @@ def test_restore_onto_a_fresh_host_loses_nothing() -> None:
     )
     rc, out, wall = playbook("restore.yml", "-l", "backup-fresh")
     assert rc == 0, out[-4000:]
+    said = out.find("Restored snapshot")
+    print(f"[drill] the restore said: {out[said : said + 700]}")
+    # The same containers, started again: not recreated without their settings.
+    active = DRILL["state"]["active"]
+    env = FRESH.check_output("docker inspect -f '{{.Config.Env}}' archibald-backend-" + active)
+    assert f"APP_COLOR={active}" in env, env
     assert (
         "Restored snapshot" in out
         and "Writers stopped and started again: archibald-backend-" in out
