@@ -8,7 +8,8 @@ the same way but has an empty job database. The tests run in file order:
 2. jobs are submitted through nginx and run; a backup through
    playbooks/backup.yml (the systemd service) writes the textfile metrics;
 3. more jobs, a second backup: its delta is small, retention forgets the first;
-4. a restore with a wrong password fails with a clear message and changes nothing;
+4. a restore with a wrong password, or of a snapshot that is not there, fails
+   with a clear message and changes nothing;
 5. backup-app is stopped (the host is gone); playbooks/restore.yml restores the
    latest snapshot onto backup-fresh: every job is there with the same ID and
    result, and the release record is the one backup-app had. Data lost: 0.
@@ -198,6 +199,11 @@ def test_restore_with_a_wrong_password_fails_clearly_and_changes_nothing() -> No
     assert rc != 0
     assert "The repository password does not open sftp:restic@backup-sftp:" in out, out[-2000:]
     assert "not-the-password" not in out
+    # A named snapshot that is not there: refused by name, before anything changes.
+    rc, out, _ = playbook("restore.yml", "-l", "backup-fresh", "-e", "backup_restore_snapshot=0bad")
+    assert rc != 0
+    assert "No snapshot" in out and "0bad" in out, out[-2000:]
+    assert "of host archibald-drill with tags" in out, out[-2000:]
     assert job_count(FRESH) == before
 
 
