@@ -94,6 +94,14 @@ deploy: app-images ## Provision the local sandbox VPS and deploy APP_VERSION (de
 	ansible-playbook playbooks/sandbox.yml
 	ansible-playbook deploy.yml -i $(SANDBOX_INVENTORY) -e app_version=$(APP_VERSION)
 
+.PHONY: status
+status: venv ## What an inventory's host serves: colours, versions, health, canary, lock, events, alerts (INVENTORY=inventory/sandbox)
+	$(BIN)/ansible-playbook playbooks/status.yml -i $(or $(INVENTORY),$(SANDBOX_INVENTORY))
+
+.PHONY: logs
+logs: venv ## Follow a service's logs on the host: make logs [INVENTORY=...] [COLOR=active] [SERVICE=backend] | ACCESSORY=redis [FOLLOW=0]
+	PATH="$(BIN):$$PATH" scripts/logs.sh $(or $(INVENTORY),$(SANDBOX_INVENTORY)) $(if $(ACCESSORY),--accessory $(ACCESSORY),$(or $(COLOR),active) $(or $(SERVICE),backend))
+
 .PHONY: sandbox-destroy
 sandbox-destroy: venv ## Remove the sandbox VPS
 	ansible-playbook playbooks/sandbox.yml -e sandbox_state=absent

@@ -1,0 +1,107 @@
+"""Release hooks on the live host (bluegreen_hooks): a pre-switch hook runs in a
+one-off container of the new image before any traffic moves (it writes into the
+shared data volume, as a migration would) and its output is in the journal; a
+failing one and a hanging one stop the release with traffic untouched; a
+failing post-switch hook rolls the release back and marks the version bad."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from conftest import Prober, read_state, run_playbook, serving
+
+VERSIONS = ("v1", "v2", "v3")
+VOLUME = "/var/lib/docker/volumes/archibald-data/_data"
+# The app image's entrypoint is the app's own command line; a hook names its own.
+PY = ["python3", "-c"]
+
+
+def hooks(**spec: dict[str, Any]) -> str:
+    return json.dumps({"bluegreen_hooks": spec})
+
+
+def next_version() -> str:
+    return next(v for v in VERSIONS if v != serving()[1])
+
+
+def release(version: str, *extra: str) -> tuple[int, str, float]:
+    return run_playbook(
+        "release.yml", "-e", f"app_version={version}", "-e", "app_force=true", *extra
+    )
+
+
+def test_pre_switch_hook_runs_before_traffic_moves(host: Any) -> None:
+    version = next_version()
+    script = (
+        "import os; print('migrating the job store to', os.environ['APP_VERSION']); "
+        "open('/data/migrated-' + os.environ['APP_VERSION'], 'w').write(os.environ['APP_COLOR'])"
+    )
+    with Prober() as prober:
+        rc, out, seconds = release(
+            version, "-e", hooks(pre_switch={"entrypoint": PY, "command": [script]})
+        )
+    assert rc == 0, out[-3000:]
+    color, served = serving()
+    assert served == version
+    assert host.file(f"{VOLUME}/migrated-{version}").content_string == color
+    journal = host.check_output(
+        "journalctl --no-pager -o cat CONTAINER_NAME=archibald-hook-pre-switch -n 20"
+    )
+    assert f"migrating the job store to {version}" in journal
+    # The hook's container is gone (cleanup), the colours are untouched by it.
+    assert host.run("docker inspect archibald-hook-pre-switch").rc != 0
+    print(
+        f"\n[hooks] pre-switch hook then release of {version} in {seconds:.0f} s; "
+        f"{prober.summary()}"
+    )
+    assert not prober.failed()
+
+
+def test_failing_or_hanging_pre_switch_hook_stops_the_release(host: Any) -> None:
+    before = serving()
+    history = len(read_state(host)["history"])
+    version = next_version()
+    failing = {"entrypoint": PY, "command": ["print('schema v9 needs a newer job store'); exit(3)"]}
+    hanging = {"entrypoint": PY, "command": ["import time; time.sleep(600)"], "timeout_s": 8}
+    with Prober() as prober:
+        rc_fail, out_fail, fail_s = release(version, "-e", hooks(pre_switch=failing))
+        started = time.monotonic()
+        rc_hang, out_hang, hang_s = release(version, "-e", hooks(pre_switch=hanging))
+    assert rc_fail != 0 and "The pre-switch hook of" in out_fail, out_fail[-3000:]
+    assert "schema v9 needs a newer job store" in out_fail and "No traffic moved" in out_fail
+    assert rc_hang != 0 and "The pre-switch hook of" in out_hang, out_hang[-3000:]
+    assert serving() == before
+    assert len(read_state(host)["history"]) == history, "the record changed"
+    assert host.run("docker inspect archibald-hook-pre-switch").rc != 0, "the hung hook still runs"
+    print(
+        f"\n[hooks] failing pre-switch hook: release stopped in {fail_s:.0f} s; hanging one "
+        f"(8 s limit): stopped in {hang_s:.0f} s ({time.monotonic() - started:.0f} s); "
+        f"{prober.summary()}"
+    )
+    assert not prober.failed()
+
+
+def test_failing_post_switch_hook_rolls_back(host: Any) -> None:
+    before = serving()
+    version = next_version()
+    smoke = {
+        "entrypoint": PY,
+        "command": [
+            "import os; print('smoke test against', os.environ['ARCHIBALD_EDGE_URL']); exit(1)"
+        ],
+    }
+    with Prober() as prober:
+        rc, out, seconds = release(version, "-e", hooks(post_switch=smoke))
+    assert rc != 0 and "was rolled back automatically" in out, out[-3000:]
+    assert "the post-switch hook failed" in out and "smoke test against" in out
+    assert serving() == before
+    state = read_state(host)
+    assert state["history"][-1]["event"] == "mark_bad" and version in state["bad_versions"]
+    print(f"\n[hooks] failing post-switch hook: rolled back in {seconds:.0f} s; {prober.summary()}")
+    assert not prober.failed()
+    rc, out, _ = run_playbook(
+        "mark-bad.yml", "-e", f"app_version={version}", "-e", "bluegreen_bad=false"
+    )
+    assert rc == 0, out[-2000:]
