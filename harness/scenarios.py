@@ -102,6 +102,11 @@ STACK_SLOTS: tuple[dict[str, str], ...] = (
         "ARCHIBALD_STACK_PORT": "18444",
         "MOLECULE_EPHEMERAL_DIRECTORY": str(ROOT / ".cache" / "molecule-default-b"),
     },
+    {
+        "ARCHIBALD_STACK_HOST": "default-deb12-c",
+        "ARCHIBALD_STACK_PORT": "18446",
+        "MOLECULE_EPHEMERAL_DIRECTORY": str(ROOT / ".cache" / "molecule-default-c"),
+    },
 )
 # Suites that are not Molecule scenarios but share the role scenarios' lanes
 # (each makes and removes its own hosts): name -> command.
