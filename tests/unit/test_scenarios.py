@@ -129,12 +129,14 @@ def test_the_whole_stack_runs_as_its_lanes_each_on_a_host_of_its_own(
 ) -> None:
     started: list[scenarios.Run] = []
 
-    def fake_run_all(runs: list[scenarios.Run], jobs: int) -> None:
-        if any(r.name.startswith(f"{scenarios.STACK}:") for r in runs):
-            assert jobs == len(scenarios.STACK_LANES), "the lanes run at once"
-        for run in runs:
+    def fake_run_all(
+        runs: list[scenarios.Run], jobs: int, then: list[scenarios.Run] | None = None
+    ) -> None:
+        assert not any(r.name.startswith(f"{scenarios.STACK}:") for r in runs)
+        assert then is not None and len(then) == len(scenarios.STACK_LANES), "lanes at once"
+        for run in [*runs, *then]:
             run.ok = True
-        started.extend(runs)
+        started.extend(then)
 
     monkeypatch.setattr(scenarios, "run_all", fake_run_all)
     assert scenarios.main([scenarios.STACK]) == 0
@@ -163,3 +165,41 @@ def test_every_slot_host_has_the_scenarios_host_vars() -> None:
 def test_an_unknown_part_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert scenarios.main([f"{scenarios.STACK}:nope"]) == 2
     assert "joined by +" in capsys.readouterr().err
+
+
+def test_the_stack_starts_once_every_role_scenario_has_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Four role scenarios two at a time, then two stack hosts: the hosts start as
+    soon as the last role scenario started, not after it ended."""
+    events: list[str] = []
+
+    class Proc:
+        def __init__(self, polls: int) -> None:
+            self.left = polls
+
+        def poll(self) -> int | None:
+            self.left -= 1
+            return 0 if self.left <= 0 else None
+
+    def fake_start(run: scenarios.Run) -> None:
+        events.append(f"start {run.name}")
+        run.proc = Proc(3)  # type: ignore[assignment]
+        run.started = 0.0
+
+    def fake_finish(run: scenarios.Run, code: int | None) -> None:
+        events.append(f"end {run.name}")
+
+    monkeypatch.setattr(scenarios, "start", fake_start)
+    monkeypatch.setattr(scenarios, "finish", fake_finish)
+    monkeypatch.setattr(scenarios, "skip_offline", lambda run: False)
+    monkeypatch.setattr(scenarios.time, "sleep", lambda s: None)
+    monkeypatch.setattr(scenarios.time, "monotonic", lambda: 0.0)
+    roles = [scenarios.Run(n, 600, scenarios.LOGS / n) for n in ("a", "b", "c", "d")]
+    stack = [scenarios.Run(f"default:{p}", 900, scenarios.LOGS / p) for p in ("x", "y")]
+    scenarios.run_all(roles, 2, then=stack)
+    assert events.index("start default:x") == events.index("start d") + 1
+    assert events.index("start default:x") < events.index("end d")
+    assert events.index("start c") > events.index("end a")  # two at a time
+    assert all(r.beside for r in roles)
+    assert sum(e.startswith("end") for e in events) == 6

@@ -176,7 +176,7 @@ def unmark(version: str) -> None:
 
 
 def test_healthy_canary_end_to_end(host: Any) -> None:
-    """10 % then 50 %, each judged 12 s, then everyone; under load: 0 failed, the share
+    """10 % then 50 %, each judged 10 s, then everyone; under load: 0 failed, the share
     per step within 3 points of its weight, every sticky client on one colour per step
     and never back from the canary, its page and API calls on the same colour."""
     old_color, _ = serving()
@@ -184,7 +184,7 @@ def test_healthy_canary_end_to_end(host: Any) -> None:
     accessories = _accessories(host)
     with Load() as load:
         time.sleep(2)
-        rc, out, started, canary_s = release(version, "-e", steps(10, 50, analysis_s=15))
+        rc, out, started, canary_s = release(version, "-e", steps(10, 50, analysis_s=10))
         time.sleep(2)
     assert rc == 0, out[-3000:]
     new_color, new_version = serving()
@@ -238,7 +238,7 @@ def test_healthy_canary_end_to_end(host: Any) -> None:
     assert _accessories(host) == accessories, (accessories, _accessories(host))
     print(f"[canary] shared services untouched by both releases: {accessories}")
     print(
-        f"[canary] wall time: canary release (10 % and 50 %, 15 s each) {canary_s:.0f} s; "
+        f"[canary] wall time: canary release (10 % and 50 %, 10 s each) {canary_s:.0f} s; "
         f"plain switch {plain_s:.0f} s"
     )
 
