@@ -39,7 +39,16 @@ TLS.verify_mode = ssl.CERT_NONE
 STACK_TESTS_ENV = "ARCHIBALD_STACK_TESTS"
 
 
+def file_number(item: pytest.Item) -> int:
+    """The number of a test file (test_12_hooks -> 12): files run in this order, so
+    test_10 runs after test_9, not after test_1 (the first tests expect the host as
+    the converge left it)."""
+    found = re.match(r"test_(\d+)_", Path(str(item.fspath)).stem)
+    return int(found.group(1)) if found else 0
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=file_number)  # stable: a file's tests keep their order
     wanted = [s for s in os.environ.get(STACK_TESTS_ENV, "").split(",") if s.strip()]
     if not wanted:
         return
