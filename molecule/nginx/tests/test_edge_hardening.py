@@ -5,7 +5,8 @@
 - One client floods /api/ at 10x its limit (hey, from this machine: the
   network's gateway address) while a second client (inside the host, from
   127.0.0.1) sends normal traffic: the flood gets 429s, the normal client
-  sees 0 failures and a p99 within 20 ms of its baseline.
+  sees 0 failures and a p99 within 20 ms of its baseline (100 ms beside other
+  scenarios: P99_SLACK_S).
 - Slow clients (slowloris: headers a line at a time; slow bodies), bounded in
   count and time, are cut off by nginx's timeouts and do not starve the
   normal client.
@@ -18,6 +19,7 @@ load is bounded in count and time.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -39,7 +41,12 @@ CURL = f"curl -sS --max-time 10 --resolve {NAME}:443:127.0.0.1 --cacert {CA}"
 API_RATE, API_BURST, HEALTH_BURST = 10, 20, 20
 MAX_BODY = 65536
 HEADER_TIMEOUT_S = 10
-P99_SLACK_S = 0.020
+# The normal client's p99 may rise this much during a flood. Beside other
+# scenarios on this 2-core machine (harness/scenarios.py's role stage sets
+# ARCHIBALD_SHARED_MACHINE), the CPU they take shows up as latency: +43 to
+# +84 ms was seen there in every pair. The 20 ms bound is then checked where
+# the scenario runs alone (GitHub's job, `make molecule SCENARIOS=nginx`).
+P99_SLACK_S = 0.100 if os.environ.get("ARCHIBALD_SHARED_MACHINE") else 0.020
 FLOOD_ATTEMPTS = 3
 
 # What testssl.sh must find on a host with a self-signed test certificate, and
@@ -277,7 +284,7 @@ def test_flood_gets_429_and_the_normal_client_does_not_notice(host: Host) -> Non
     other test runs can stall any single request by 100 ms or more. So a
     baseline and a flood are measured in pairs, up to FLOOD_ATTEMPTS times: the
     flood must never cost the normal client a request, and in at least one pair
-    its p99 must stay within 20 ms of the baseline just before. A flood that
+    its p99 must stay within P99_SLACK_S of the baseline just before. A flood that
     really slowed the normal client would do so in every pair.
     """
     _traffic_host(host)
@@ -308,7 +315,8 @@ def test_flood_gets_429_and_the_normal_client_does_not_notice(host: Host) -> Non
             f"\n[flood {host.backend.get_hostname()} #{attempt}] flood: {flood_total} requests "
             f"in {flood_s} s ({flood_total / flood_s:.0f}/s, limit {API_RATE}/s burst "
             f"{API_BURST}): {codes}; normal client: {len(during)} requests, {len(failed)} "
-            f"failed, p99 {p99 * 1000:.1f} ms (baseline {base_p99 * 1000:.1f} ms)"
+            f"failed, p99 {p99 * 1000:.1f} ms (baseline {base_p99 * 1000:.1f} ms; bound +"
+            f"{P99_SLACK_S * 1000:.0f} ms)"
         )
         assert flood_total >= API_RATE * 10 * flood_s * 0.6, (
             f"the flood was too slow: {out[-1500:]}"
@@ -322,8 +330,8 @@ def test_flood_gets_429_and_the_normal_client_does_not_notice(host: Host) -> Non
             return
     pairs = [(round(b * 1000, 1), round(f * 1000, 1)) for b, f in attempts]
     pytest.fail(
-        "the normal client's p99 rose by more than 20 ms during the flood in every pair "
-        f"(baseline, flood) in ms: {pairs}"
+        f"the normal client's p99 rose by more than {P99_SLACK_S * 1000:.0f} ms during the "
+        f"flood in every pair (baseline, flood) in ms: {pairs}"
     )
 
 
