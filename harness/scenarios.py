@@ -57,13 +57,14 @@ BUDGETS_S: dict[str, int] = {
     "docker": 300,
     "accessories": 540,  # 4.3 min here alone, 5.5-7.4 with the machine shared by other runs
     "node_exporter": 300,
+    "prometheus": 720,  # 294 s in one CI run, over 480 s in the next (four at once)
     # Not measured: it runs only where Grafana's repository answers (GitHub).
     # Four roles with packages from two repositories, one host.
     "grafana_online": 600,
     # 5.3-7.4 min with the machine shared, the contract checks (~25 s), and the
     # paused canary and its promote job (~3 min); 961 s in a CI run beside
     # three other scenarios.
-    "cd-test": 1200,
+    "cd-test": 1500,  # and 1,200+ s in a second CI run (stopped at its budget)
     # 10.9 min here (11.4 in an earlier run), the machine's load average 10-12
     # from other scenarios: create to idempotence 3.4 min, the adoption under
     # load 4.6, its rerun 1.4, the way back 0.3; 735 s in a CI run beside
