@@ -5,7 +5,7 @@ Role scenarios run four at a time, the longest budgets first (most of their
 time is spent waiting on apt, systemd and Ansible's round trips, not on the
 CPU); the whole stack (``EXCLUSIVE``) starts once every role scenario has
 started (its hosts' set-up overlaps the last, shortest ones; its load tests,
-which measure latency and errors, begin after them): as its two lanes at once,
+which measure latency and errors, begin after them): as its three lanes at once,
 each on its own host. Each scenario's output goes to
 ``.cache/molecule-logs/<name>.log`` and is printed when it ends.
 
@@ -100,12 +100,15 @@ STACK_PARTS: dict[str, tuple[tuple[str, ...], int]] = {
 # `make test` runs the whole stack as these lanes, at once, each on a host of
 # its own (a slot: the host's name, its published port, Molecule's working
 # directory), each lane's parts one after the other on its host. Most of their
-# time is waiting (analysis windows, alert timers, reboots), so two hosts take
+# time is waiting (analysis windows, alert timers, reboots), so three hosts take
 # little more than one while the machine is otherwise quiet; the parts whose
-# figures are latencies (release, edge, faults) share a lane.
+# figures are latencies (release, edge, faults) share a lane. Two lanes made
+# the second one the long pole of CI (monitoring+engine+alerting: 1,696 s, the
+# CI run 2,731 s in all); three balance at about 850 s of tests each.
 STACK_LANES: tuple[tuple[str, ...], ...] = (
-    ("release", "edge", "faults", "canary"),
-    ("monitoring", "engine", "alerting"),
+    ("release", "edge", "faults"),
+    ("alerting", "canary"),
+    ("monitoring", "engine"),
 )
 STACK_SLOTS: tuple[dict[str, str], ...] = (
     {"ARCHIBALD_STACK_HOST": "default-deb12", "ARCHIBALD_STACK_PORT": "18443"},
@@ -114,7 +117,17 @@ STACK_SLOTS: tuple[dict[str, str], ...] = (
         "ARCHIBALD_STACK_PORT": "18444",
         "MOLECULE_EPHEMERAL_DIRECTORY": str(ROOT / ".cache" / "molecule-default-b"),
     },
+    {
+        "ARCHIBALD_STACK_HOST": "default-deb12-c",
+        "ARCHIBALD_STACK_PORT": "18446",  # 18445 is molecule/cutover's
+        "MOLECULE_EPHEMERAL_DIRECTORY": str(ROOT / ".cache" / "molecule-default-c"),
+    },
 )
+# Every slot's host converges with the same playbook and the same variables
+# (host_vars/ links the slots' files to one), so the idempotence run, about two
+# minutes of the stack's set-up beside other runs, is made on the first slot
+# only; the other slots go straight from converge to their tests.
+STACK_SEQUENCE_AFTER_FIRST_SLOT = ("destroy", "create", "prepare", "converge", "verify")
 # Suites that are not Molecule scenarios but share the role scenarios' lanes
 # (each makes and removes its own hosts): name -> command.
 SUITES: dict[str, list[str]] = {
@@ -188,7 +201,7 @@ def budget(name: str) -> int:
 
 def run_env(name: str, slot: int = 0, beside: bool = False) -> dict[str, str]:
     """The environment a scenario runs with: a part names its test files, and the
-    whole stack its host's slot, and whether a second host shares the machine
+    whole stack its host's slot, and whether other hosts share the machine
     (the load test then offers less: see test_1_release_under_load.py)."""
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", PY_COLORS="0", NO_COLOR="1")
     for key in (STACK_TESTS_ENV, STACK_BESIDE_ENV, SHARED_ENV, *STACK_SLOTS[-1]):
@@ -247,8 +260,19 @@ def skip_offline(run: Run) -> bool:
     return True
 
 
-def command(name: str) -> list[str]:
-    return SUITES.get(name) or ["molecule", "test", "-s", name.partition(":")[0]]
+def command(name: str, slot: int = 0) -> list[str]:
+    """What runs `name`: a suite's command; `molecule test`; or, for a whole-stack
+    host after the first slot, its steps without idempotence, destroyed at the
+    end whatever happened (as `molecule test` does)."""
+    if name in SUITES:
+        return SUITES[name]
+    scenario = name.partition(":")[0]
+    if scenario != STACK or slot == 0:
+        return ["molecule", "test", "-s", scenario]
+    steps = " && ".join(
+        f"molecule {step} -s {scenario}" for step in STACK_SEQUENCE_AFTER_FIRST_SLOT
+    )
+    return ["bash", "-c", f"{steps}; rc=$?; molecule destroy -s {scenario}; exit $rc"]
 
 
 def start(run: Run) -> None:
@@ -256,12 +280,12 @@ def start(run: Run) -> None:
     handle = run.log.open("wb")
     run.handle = handle
     print(
-        f"=== start {run.name}: {' '.join(command(run.name))} "
+        f"=== start {run.name}: {' '.join(command(run.name, run.slot))} "
         f"(budget {run.budget} s, log {run.log})",
         flush=True,
     )
     run.proc = subprocess.Popen(
-        command(run.name),
+        command(run.name, run.slot),
         cwd=ROOT,
         stdout=handle,
         stderr=subprocess.STDOUT,
@@ -295,13 +319,30 @@ def finish(run: Run, code: int | None) -> None:
         run.ok = code == 0
         run.why = "" if run.ok else f"molecule exited {code}"
     run.handle.close()  # type: ignore[attr-defined]
+    verdict = "PASS" if run.ok else "FAIL"
     print(
-        f"=== end {run.name}: {' '.join(command(run.name))}: {'PASS' if run.ok else 'FAIL'} "
+        f"=== end {run.name}: {' '.join(command(run.name, run.slot))}: {verdict} "
         f"in {run.elapsed:.0f} s {run.why}",
         flush=True,
     )
     sys.stdout.write(run.log.read_text(errors="replace"))
     print(f"=== (end of {run.name} log)", flush=True)
+
+
+# Lines of a failed run's log that say why: Ansible's failed tasks, pytest's
+# failures and its summary, the assertion messages.
+FAILURE_MARKS = ("fatal:", "failed:", "FAILED ", "ERROR ", "AssertionError", "E   ", "Error:")
+
+
+def failure_lines(run: Run, most: int = 40) -> list[str]:
+    """Why `run` failed, from its log: the marked lines (at most `most`, the last
+    ones), then its last lines. The summary repeats them after every log, where
+    the end of CI's output shows them."""
+    if not run.log.is_file():
+        return [run.why]
+    lines = run.log.read_text(errors="replace").splitlines()
+    marked = [line for line in lines if any(mark in line for mark in FAILURE_MARKS)]
+    return [run.why, *marked[-most:], "...", *lines[-10:]]
 
 
 def run_all(runs: list[Run], jobs: int, then: list[Run] | None = None) -> None:
@@ -413,6 +454,10 @@ def main(argv: list[str]) -> int:
     for run in runs.values():
         status = "SKIP" if run.skipped else "PASS" if run.ok else "FAIL"
         print(f"  {status}  {run.name:<28} {run.elapsed:6.0f} s of {run.budget} s  {run.why}")
+    for run in runs.values():
+        if not run.ok and not run.skipped:
+            print(f"\nWhy {run.name} failed ({run.log}, printed whole above):")
+            print("\n".join(f"  {line}" for line in failure_lines(run)))
     passed = sum(1 for r in runs.values() if r.ok)
     skipped = sum(1 for r in runs.values() if r.skipped)
     failed = len(runs) - passed - skipped

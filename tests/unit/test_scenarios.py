@@ -206,3 +206,29 @@ def test_the_stack_starts_once_every_role_scenario_has_started(
     assert events.index("start c") > events.index("end a")  # two at a time
     assert all(r.beside for r in roles)
     assert sum(e.startswith("end") for e in events) == 6
+
+
+def test_only_the_first_stack_slot_repeats_the_converge_for_idempotence() -> None:
+    first = scenarios.command(f"{scenarios.STACK}:release", 0)
+    assert first == ["molecule", "test", "-s", scenarios.STACK]
+    other = " ".join(scenarios.command(f"{scenarios.STACK}:engine", 1))
+    assert "idempotence" not in other
+    for step in ("create", "converge", "verify"):
+        assert f"molecule {step} -s {scenarios.STACK}" in other
+    assert other.rstrip().endswith(f"molecule destroy -s {scenarios.STACK}; exit $rc"), other
+    assert scenarios.command("base", 2) == ["molecule", "test", "-s", "base"]
+    assert scenarios.command("cd-test") == scenarios.SUITES["cd-test"]
+
+
+def test_a_failed_run_is_explained_after_the_summary(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    lines = [f"noise {i}" for i in range(100)]
+    lines[50] = "fatal: [host]: FAILED! => {msg: the thing broke}"
+    lines[60] = "E   AssertionError: 3 failed of 10"
+    log.write_text("\n".join(lines))
+    run = scenarios.Run("x", 10, log, why="molecule exited 1")
+    got = scenarios.failure_lines(run)
+    assert got[0] == "molecule exited 1"
+    assert lines[50] in got and lines[60] in got
+    assert got[-1] == "noise 99"
+    assert scenarios.failure_lines(scenarios.Run("y", 1, tmp_path / "none", why="w")) == ["w"]

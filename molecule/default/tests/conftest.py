@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[3]
 # The tests use the harness's load client (harness/postload.py).
 sys.path.insert(0, str(ROOT))
 # The scenario's platform and the port its nginx is published on (molecule.yml;
-# harness/scenarios.py sets both for the second of two hosts run at once).
+# harness/scenarios.py sets both for the other hosts run at once).
 EDGE = f"https://127.0.0.1:{os.environ.get('ARCHIBALD_STACK_PORT', '18443')}"
 HOST_CONTAINER = os.environ.get("ARCHIBALD_STACK_HOST", "default-deb12")
 STATE_DIR = "/var/lib/archibald/archibald"
