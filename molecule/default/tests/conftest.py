@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 # The tests use the harness's load client (harness/postload.py).
@@ -25,6 +26,10 @@ sys.path.insert(0, str(ROOT))
 # harness/scenarios.py sets both for the other hosts run at once).
 EDGE = f"https://127.0.0.1:{os.environ.get('ARCHIBALD_STACK_PORT', '18443')}"
 HOST_CONTAINER = os.environ.get("ARCHIBALD_STACK_HOST", "default-deb12")
+# The scenario's host variables (every slot's host has the same file), and the
+# preview token they set (a test value, not a secret).
+HOST_VARS = Path(__file__).resolve().parents[1] / "host_vars" / "default-deb12.yml"
+PREVIEW_TOKEN = str(yaml.safe_load(HOST_VARS.read_text())["bluegreen_preview_token"])
 STATE_DIR = "/var/lib/archibald/archibald"
 STATE = f"{STATE_DIR}/state.json"
 LOCK = f"{STATE_DIR}/release.lock"

@@ -15,13 +15,12 @@ import threading
 import time
 from collections import Counter, defaultdict
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import yaml
 from conftest import (
     EDGE,
     HOST_CONTAINER,
+    PREVIEW_TOKEN,
     TLS,
     read_state,
     run_playbook,
@@ -32,9 +31,6 @@ from conftest import (
 
 PORT = int(EDGE.rsplit(":", 1)[1])
 VERSIONS = ("v1", "v2", "v3")
-HOST_VARS = Path(__file__).resolve().parents[1] / "host_vars" / "default-deb12.yml"
-# The preview token of the scenario's inventory (a test value, not a secret).
-TOKEN = str(yaml.safe_load(HOST_VARS.read_text())["bluegreen_preview_token"])
 UPSTREAMS = "/etc/nginx/archibald/upstreams.conf"
 
 
@@ -388,9 +384,9 @@ def test_preview_needs_the_token() -> None:
     idle = "green" if stable == "blue" else "blue"
     answers = {
         "no token": _free_color(),
-        "token header": _free_color({"X-Archibald-Preview": TOKEN}),
-        "token cookie": _free_color({"Cookie": f"archibald_preview={TOKEN}"}),
-        "wrong token": _free_color({"X-Archibald-Preview": TOKEN[:-1] + "x"}),
+        "token header": _free_color({"X-Archibald-Preview": PREVIEW_TOKEN}),
+        "token cookie": _free_color({"Cookie": f"archibald_preview={PREVIEW_TOKEN}"}),
+        "wrong token": _free_color({"X-Archibald-Preview": PREVIEW_TOKEN[:-1] + "x"}),
         "pin always (no canary)": _free_color({"X-Archibald-Canary": "always"}),
     }
     print(f"\n[canary] preview: stable {stable}, idle {idle}: {answers}")

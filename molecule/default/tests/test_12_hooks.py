@@ -1,6 +1,8 @@
 """Release hooks on the live host (bluegreen_hooks): a pre-switch hook runs in a
 one-off container of the new image before any traffic moves (it writes into the
-shared data volume, as a migration would) and its output is in the journal; a
+shared data volume, as a migration would, and reaches the new colour through
+the edge with the preview token, which the run never prints) and its output is
+in the journal; a
 failing one and a hanging one stop the release with traffic untouched; a
 failing post-switch hook rolls the release back and marks the version bad."""
 
@@ -10,7 +12,7 @@ import json
 import time
 from typing import Any
 
-from conftest import Prober, read_state, run_playbook, serving
+from conftest import PREVIEW_TOKEN, Prober, read_state, run_playbook, serving
 
 VERSIONS = ("v1", "v2", "v3")
 VOLUME = "/var/lib/docker/volumes/archibald-data/_data"
@@ -34,10 +36,21 @@ def release(version: str, *extra: str) -> tuple[int, str, float]:
 
 def test_pre_switch_hook_runs_before_traffic_moves(host: Any) -> None:
     version = next_version()
-    script = (
-        "import os; print('migrating the job store to', os.environ['APP_VERSION']); "
-        "open('/data/migrated-' + os.environ['APP_VERSION'], 'w').write(os.environ['APP_COLOR'])"
-    )
+    # A migration (a file in the shared volume), then a smoke test of the new
+    # colour through the edge with the preview token, before anyone is sent there.
+    script = """
+import json, os, ssl, urllib.request
+env = os.environ
+print('migrating the job store to', env['APP_VERSION'])
+open('/data/migrated-' + env['APP_VERSION'], 'w').write(env['APP_COLOR'])
+request = urllib.request.Request(env['ARCHIBALD_EDGE_URL'] + '/health', headers={
+    'Host': env['ARCHIBALD_EDGE_HOST'],
+    env['ARCHIBALD_PREVIEW_HEADER']: env['ARCHIBALD_PREVIEW_TOKEN']})
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+with urllib.request.urlopen(request, context=context, timeout=10) as answer:
+    print('the preview serves', json.load(answer)['version'])
+"""
     with Prober() as prober:
         rc, out, seconds = release(
             version, "-e", hooks(pre_switch={"entrypoint": PY, "command": [script]})
@@ -50,6 +63,8 @@ def test_pre_switch_hook_runs_before_traffic_moves(host: Any) -> None:
         "journalctl --no-pager -o cat CONTAINER_NAME=archibald-hook-pre-switch -n 20"
     )
     assert f"migrating the job store to {version}" in journal
+    assert f"the preview serves {version}" in journal, journal
+    assert PREVIEW_TOKEN not in out, "the preview token is in the run's output"
     # The hook's container is gone (cleanup), the colours are untouched by it.
     assert host.run("docker inspect archibald-hook-pre-switch").rc != 0
     print(
