@@ -14,6 +14,15 @@ the same way but has an empty job database. The tests run in file order:
    latest snapshot onto backup-fresh: every job is there with the same ID and
    result, and the release record is the one backup-app had. Data lost: 0.
 
+Grafana's database: the Grafana package comes from Grafana's repository, which
+these hosts cannot reach (its install is tested where it answers, in
+molecule/grafana_online). The drill puts a SQLite database where and as Grafana
+keeps it (/var/lib/grafana/grafana.db, owned by the grafana system user, a
+dashboard table) on both hosts, the fresh one's empty as after a new install:
+the backup copies it consistently as its owner, and the restore puts back the
+app host's rows with the owner kept. Stopping grafana-server around the
+restore is not exercised here (there is no such service on these hosts).
+
 Figures (wall times, sizes, job counts) are printed with a [drill] prefix.
 """
 
@@ -126,6 +135,28 @@ def snapshots(host: Any) -> list[dict[str, Any]]:
     return json.loads(host.check_output(f"{BACKUP} restic snapshots --json"))
 
 
+GRAFANA_DB = "/var/lib/grafana/grafana.db"
+DASHBOARDS = ("Application Health", "System Overview", "Releases")
+
+
+def grafana_stand_in(host: Any, titles: tuple[str, ...]) -> None:
+    """Grafana's database as its package leaves it: the grafana system user's
+    file in /var/lib/grafana, here with a dashboard table holding `titles`."""
+    rows = ", ".join(f"('{title}')" for title in titles)
+    insert = f"INSERT INTO dashboard(title) VALUES {rows};" if titles else ""
+    host.check_output(
+        "id grafana >/dev/null 2>&1 || useradd --system --no-create-home grafana; "
+        "install -d -o grafana -g grafana -m 0750 /var/lib/grafana; "
+        f"rm -f {GRAFANA_DB}; runuser -u grafana -- sqlite3 {GRAFANA_DB} "
+        f'"CREATE TABLE dashboard(id INTEGER PRIMARY KEY, title TEXT); {insert}"'
+    )
+
+
+def grafana_dashboards(host: Any) -> list[str]:
+    out = host.check_output(f"sqlite3 {GRAFANA_DB} 'SELECT title FROM dashboard ORDER BY id'")
+    return out.splitlines()
+
+
 def job_count(host: Any) -> int:
     return int(api(host, "GET", "/api/jobs?limit=1")["total"])
 
@@ -148,6 +179,8 @@ def test_timer_is_enabled_with_the_schedule() -> None:
 
 
 def test_first_backup_through_the_service_writes_the_metrics() -> None:
+    grafana_stand_in(APP, DASHBOARDS)
+    grafana_stand_in(FRESH, ())
     ids = submit(40)
     DRILL["jobs"] = wait_finished(APP, ids)
     started = time.time()
@@ -167,6 +200,7 @@ def test_first_backup_through_the_service_writes_the_metrics() -> None:
     listing = APP.check_output(f"{BACKUP} restic ls latest")
     assert "/var/lib/archibald-backup/staging/jobs/jobs.sqlite3" in listing
     assert "/var/lib/archibald/archibald/state.json" in listing
+    assert "/var/lib/archibald-backup/staging/grafana/grafana.db" in listing
     assert "/etc/nginx/nginx.conf" in listing
     assert "release.lock" not in listing and "secrets-" not in listing
     # The repository lives on the SFTP server, owned by its account.
@@ -246,6 +280,10 @@ def test_restore_onto_a_fresh_host_loses_nothing() -> None:
     after = job_count(FRESH)
     state = json.loads(FRESH.file(STATE).content_string)
     assert state == DRILL["state"]
+    # Grafana's database too, still its user's.
+    assert grafana_dashboards(FRESH) == list(DASHBOARDS)
+    restored_grafana = FRESH.file(GRAFANA_DB)
+    assert (restored_grafana.user, restored_grafana.group) == ("grafana", "grafana")
     # The restored database is the app's own again: a new job is accepted and runs.
     new_id = int(api(FRESH, "POST", "/api/jobs", {"kind": "sleep", "params": {"seconds": 0}})["id"])
     assert new_id > max(jobs)
@@ -253,6 +291,7 @@ def test_restore_onto_a_fresh_host_loses_nothing() -> None:
     print(
         f"\n[drill] restore onto backup-fresh: {wall:.1f} s (playbook); jobs on the app host "
         f"{len(jobs)}, on the fresh host before {before}, after {after}; data lost: {len(lost)}; "
+        f"Grafana's dashboards restored: {len(DASHBOARDS)} of {len(DASHBOARDS)}; "
         f"backup wall time {DRILL['backup_wall_s']:.1f} s (playbook), repository "
         f"{DRILL['repository_bytes'] / 1e6:.2f} MB"
     )
