@@ -5,7 +5,7 @@ Role scenarios run four at a time, the longest budgets first (most of their
 time is spent waiting on apt, systemd and Ansible's round trips, not on the
 CPU); the whole stack (``EXCLUSIVE``) starts once every role scenario has
 started (its hosts' set-up overlaps the last, shortest ones; its load tests,
-which measure latency and errors, begin after them): as its three lanes at once,
+which measure latency and errors, begin after them): as its four lanes at once,
 each on its own host. Each scenario's output goes to
 ``.cache/molecule-logs/<name>.log`` and is printed when it ends.
 
@@ -96,32 +96,35 @@ STACK_PARTS: dict[str, tuple[tuple[str, ...], int]] = {
     # 126 s alone, maintenance 30 s, status and logs 25 s.
     "edge": (("test_8_edge_limits", "test_11_maintenance", "test_13_status_logs"), 420),
     "canary": (("test_10_canary",), 660),  # 437-470 s of tests alone on the second slot
+    # 20 releases, each retired at once: 325 s alone on a second slot.
+    "pruning": (("test_14_pruning",), 600),
 }
 # `make test` runs the whole stack as these lanes, at once, each on a host of
 # its own (a slot: the host's name, its published port, Molecule's working
 # directory), each lane's parts one after the other on its host. Most of their
-# time is waiting (analysis windows, alert timers, reboots), so three hosts take
+# time is waiting (analysis windows, alert timers, reboots), so four hosts take
 # little more than one while the machine is otherwise quiet; the parts whose
 # figures are latencies (release, edge, faults) share a lane. Two lanes made
 # the second one the long pole of CI (monitoring+engine+alerting: 1,696 s, the
-# CI run 2,731 s in all); three balance at about 850 s of tests each.
+# CI run 2,731 s in all); three took 1,257-1,453 s each (tests 880-1,090 s);
+# the pruning part (about 330 s alone) made a fourth worth its set-up.
 STACK_LANES: tuple[tuple[str, ...], ...] = (
     ("release", "edge", "faults"),
     ("alerting", "canary"),
-    ("monitoring", "engine"),
+    ("monitoring", "pruning"),
+    ("engine",),
 )
 STACK_SLOTS: tuple[dict[str, str], ...] = (
     {"ARCHIBALD_STACK_HOST": "default-deb12", "ARCHIBALD_STACK_PORT": "18443"},
-    {
-        "ARCHIBALD_STACK_HOST": "default-deb12-b",
-        "ARCHIBALD_STACK_PORT": "18444",
-        "MOLECULE_EPHEMERAL_DIRECTORY": str(ROOT / ".cache" / "molecule-default-b"),
-    },
-    {
-        "ARCHIBALD_STACK_HOST": "default-deb12-c",
-        "ARCHIBALD_STACK_PORT": "18446",  # 18445 is molecule/cutover's
-        "MOLECULE_EPHEMERAL_DIRECTORY": str(ROOT / ".cache" / "molecule-default-c"),
-    },
+    *(
+        {
+            "ARCHIBALD_STACK_HOST": f"default-deb12-{letter}",
+            "ARCHIBALD_STACK_PORT": port,
+            "MOLECULE_EPHEMERAL_DIRECTORY": str(ROOT / ".cache" / f"molecule-default-{letter}"),
+        }
+        # 18445 is molecule/cutover's.
+        for letter, port in (("b", "18444"), ("c", "18446"), ("d", "18447"))
+    ),
 )
 # Every slot's host converges with the same playbook and the same variables
 # (host_vars/ links the slots' files to one), so the idempotence run, about two
