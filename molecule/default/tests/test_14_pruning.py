@@ -66,7 +66,7 @@ def test_twenty_releases_keep_the_images_on_disk_bounded(host: Any) -> None:
     assert kept == set(versions[-KEEP:]), (kept, state["colors"])
 
     # Off: every version the host ever released stays.
-    pulled_back = sorted(earlier | set(versions[:-KEEP]))
+    pulled_back = sorted((earlier | set(versions)) - kept)
     for version in pulled_back:
         host.check_output(f"docker pull -q {REPOSITORY}:{version}")
     off = layers(host)
@@ -83,7 +83,8 @@ def test_twenty_releases_keep_the_images_on_disk_bounded(host: Any) -> None:
         f"{', '.join(f'{s / mb:.0f}' for s in sizes)} MB; after {RELEASES}: pruning on "
         f"{on / mb:.0f} MB (kept {', '.join(sorted(kept))}), off {off / mb:.0f} MB "
         f"(+{(off - on) / mb:.0f} MB: the {len(pulled_back)} versions pruning removed, "
-        f"{', '.join(sorted(earlier))} among them, pulled back)"
+        f"earlier releases' {', '.join(sorted(earlier - kept)) or 'none'} among them, "
+        "pulled back)"
     )
     # Bounded: from the KEEP+1-th release on, each release adds one version and the
     # retirement removes one, so the layers stay within one version's layer.
