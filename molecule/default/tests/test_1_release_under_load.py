@@ -52,6 +52,10 @@ PYTHON_WRITER_MAX_RATE = 60.0
 HEY_CONCURRENCY = 16
 HEY_MAX_S = 420
 MIN_READS = 20_000
+# Writes each client must have sent to judge the switches; the load stays on
+# until they have (a machine loaded by other runs measures a low capacity, and
+# the shares of it then send few writes in a fast release and rollback).
+MIN_WRITES = 500
 JOB = {"kind": "sleep", "params": {"seconds": 0.01, "cpu": 0}}
 
 
@@ -129,9 +133,10 @@ def test_release_and_rollback_near_capacity(host: Any, tmp_path: Path) -> None:
     since = time.time()
     load = hey(HEY_MAX_S, read_rate, HEY_CONCURRENCY)
     h2_workers = 4
+    h2_worker_rate = max(1, round(h2_rate / h2_workers))
     h2_load = hey(
         HEY_MAX_S,
-        max(1, round(h2_rate / h2_workers)),
+        h2_worker_rate,
         h2_workers,
         "/api/jobs",
         *("-h2", "-m", "POST", "-T", "application/json", "-d", body),
@@ -155,9 +160,15 @@ def test_release_and_rollback_near_capacity(host: Any, tmp_path: Path) -> None:
         assert rc == 0, out[-3000:]
         marks["rolled_back"] = time.monotonic()
         time.sleep(10)
-        # Keep the reads on until they number well over 20,000: a faster
-        # release must not make the test weaker.
-        needed_s = MIN_READS * 1.1 / (read_rate * HEY_CONCURRENCY)
+        # Keep the load on until the reads number well over 20,000 and each
+        # writer sent well over MIN_WRITES: a faster release must not make the
+        # test weaker.
+        needed_s = max(
+            MIN_READS * 1.1 / (read_rate * HEY_CONCURRENCY),
+            MIN_WRITES * 1.1 / write_rate,
+            MIN_WRITES * 1.1 / (h2_worker_rate * h2_workers),
+        )
+        needed_s = min(needed_s, HEY_MAX_S - 20)
         time.sleep(max(0.0, needed_s - (time.monotonic() - marks["start"])))
     finally:
         marks["end"] = time.monotonic()
@@ -240,12 +251,12 @@ def test_release_and_rollback_near_capacity(host: Any, tmp_path: Path) -> None:
     assert h2_failed == 0, (
         f"HTTP/2 writes failed across the switches: {h2['codes']} {h2['error_lines']}"
     )
-    assert h2_sent >= 500, "too few HTTP/2 writes to judge the switches"
+    assert h2_sent >= MIN_WRITES, "too few HTTP/2 writes to judge the switches"
     assert retried["failed"] == 0, (
         f"HTTP/1.1 writes failed even with retries on their key: {retried['errors']}"
     )
     assert all(c["keys_with_two_jobs"] == 0 for c in counts), "a key made two jobs"
-    assert min(c["sent"] for c in counts) >= 500, "too few writes to judge the switches"
+    assert min(c["sent"] for c in counts) >= MIN_WRITES, "too few writes to judge the switches"
     assert green, "no answer ever came from green: the release did not switch traffic"
     assert flip_ms < 1000, f"the flip took {flip_ms:.0f} ms"
     assert overlap_ms < 1000, f"old colour still answered {overlap_ms:.0f} ms after the flip"
