@@ -77,7 +77,7 @@ contract: venv ## Run an app image through the app contract (APP_CONTRACT.md): m
 	$(BIN)/python harness/contract.py $(IMAGE) $(CONTRACT_ARGS)
 
 .PHONY: scenarios
-scenarios: app-images ## Every Molecule scenario and cd-test: role scenarios and cd-test four at a time, then the whole stack on four hosts
+scenarios: app-images ## Every Molecule scenario and cd-test: role scenarios and cd-test four at a time, then the whole stack on three hosts
 	$(BIN)/python harness/scenarios.py $(SCENARIOS) cd-test
 
 .PHONY: ci-estimate
