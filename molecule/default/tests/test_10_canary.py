@@ -60,6 +60,28 @@ def at(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
+def nginx_reloads(host: Any, since: float) -> list[float]:
+    """When systemd reloaded nginx since `since` (epoch seconds), from the journal."""
+    out = host.check_output(
+        f"journalctl -u nginx.service -o short-unix --no-pager --since @{int(since)}"
+    )
+    return [float(line.split()[0]) for line in out.splitlines() if "Reloaded" in line]
+
+
+def step_bounds(host: Any, marks: list[dict[str, Any]], since: float) -> list[float]:
+    """When each recorded step's share took effect: the last reload of nginx before the
+    step's history stamp (written after the reload and the step's checks through
+    nginx, which a loaded machine makes take several seconds), then now."""
+    reloads = nginx_reloads(host, since)
+    bounds = []
+    for mark in marks:
+        stamp = at(mark["at"]) + 1  # the stamps have whole seconds
+        before = [r for r in reloads if r <= stamp]
+        assert before, f"no reload of nginx before {mark}: {reloads}"
+        bounds.append(before[-1])
+    return [*bounds, time.time()]
+
+
 def events(host: Any, since: float, *names: str) -> list[dict[str, Any]]:
     return [
         e
@@ -188,16 +210,16 @@ def test_healthy_canary_end_to_end(host: Any) -> None:
     assert not load.failed(), f"{len(load.failed())} failed: {load.failed()[:5]}"
     marks = events(host, started, "canary_start", "canary_step", "switch")
     assert [e.get("weight") for e in marks[:2]] == [10, 50], marks
-    bounds = [at(e["at"]) for e in marks] + [time.time()]
+    bounds = step_bounds(host, marks, started)
     print(
         f"\n[canary] healthy {version} on {new_color}: {len(load.samples)} requests, 0 failed "
         f"({load.resent} GETs resent on a new connection after a reload closed theirs)"
     )
     moved_back = 0
     for step, weight in enumerate((10, 50)):
-        # Margins: the history's stamps have whole seconds, and each is written after
-        # the step's reload and its check through nginx (up to ~2 s before the stamp).
-        window = load.between(bounds[step] + 1, bounds[step + 1] - 3)
+        # From a second after the step's reload (its new workers take over) to half
+        # a second before the next one.
+        window = load.between(bounds[step] + 1, bounds[step + 1] - 0.5)
         free = [s for s in window if s[1] is None]
         share = 100 * sum(s[4] == new_color for s in free) / len(free)
         per_client: dict[int, Counter[str]] = defaultdict(Counter)
@@ -219,7 +241,7 @@ def test_healthy_canary_end_to_end(host: Any) -> None:
         assert abs(share - weight) <= 3, f"step {step + 1}: {share:.1f} % vs {weight} %"
         assert on_one / total >= 0.99
     # Across the canary: a larger step moves more clients to it, none back.
-    canary_phase = load.between(bounds[0] + 1, bounds[-2] - 3)
+    canary_phase = load.between(bounds[0] + 1, bounds[-2] - 0.5)
     first_seen: dict[int, str] = {}
     for sample in canary_phase:
         if sample[1] is None or sample[3] != 200:
