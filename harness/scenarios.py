@@ -331,7 +331,8 @@ def finish(run: Run, code: int | None) -> None:
 
 
 # Lines of a failed run's log that say why: Ansible's failed tasks, pytest's
-# failures and its summary, the assertion messages.
+# failures and its summary, the assertion messages (not Ansible's retries of a
+# task that is still waiting, "FAILED - RETRYING").
 FAILURE_MARKS = ("fatal:", "failed:", "FAILED ", "ERROR ", "AssertionError", "E   ", "Error:")
 
 
@@ -342,7 +343,11 @@ def failure_lines(run: Run, most: int = 40) -> list[str]:
     if not run.log.is_file():
         return [run.why]
     lines = run.log.read_text(errors="replace").splitlines()
-    marked = [line for line in lines if any(mark in line for mark in FAILURE_MARKS)]
+    marked = [
+        line
+        for line in lines
+        if any(mark in line for mark in FAILURE_MARKS) and "FAILED - RETRYING" not in line
+    ]
     return [run.why, *marked[-most:], "...", *lines[-10:]]
 
 

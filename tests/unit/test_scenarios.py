@@ -225,10 +225,12 @@ def test_a_failed_run_is_explained_after_the_summary(tmp_path: Path) -> None:
     lines = [f"noise {i}" for i in range(100)]
     lines[50] = "fatal: [host]: FAILED! => {msg: the thing broke}"
     lines[60] = "E   AssertionError: 3 failed of 10"
+    lines[70] = "FAILED - RETRYING: [localhost]: Wait for instance(s) (300 retries left)."
     log.write_text("\n".join(lines))
     run = scenarios.Run("x", 10, log, why="molecule exited 1")
     got = scenarios.failure_lines(run)
     assert got[0] == "molecule exited 1"
     assert lines[50] in got and lines[60] in got
+    assert lines[70] not in got, "a retry that went on is not why anything failed"
     assert got[-1] == "noise 99"
     assert scenarios.failure_lines(scenarios.Run("y", 1, tmp_path / "none", why="w")) == ["w"]
