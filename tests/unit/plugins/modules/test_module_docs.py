@@ -16,7 +16,6 @@ MODULES = [
     "health_gate",
     "prometheus_gate",
     "release_lock",
-    "sqlite_backup",
 ]
 COMPARED = ("type", "elements", "default", "choices", "required", "aliases")
 
