@@ -32,6 +32,7 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -571,6 +572,32 @@ def app_images() -> list[str]:
         pushed.append(f"{PULL_REGISTRY}/{APP_REPOSITORY}:{version}")
     log("app images in the registry: " + ", ".join(v for v in APP_VARIANTS))
     return pushed
+
+
+def series_images(prefix: str, count: int, layer_bytes: int) -> list[str]:
+    """`count` versions of the reference app, <prefix>01, <prefix>02, ..., each v1
+    with a layer of its own (`layer_bytes` bytes that do not compress), as
+    successive builds of an app differ in their code layers; pushed to the
+    registry. The bytes come from the version's name, so a rerun builds the same
+    layers (Docker's cache) instead of new ones. Returns the versions."""
+    versions = [f"{prefix}{n:02d}" for n in range(1, count + 1)]
+    for version in versions:
+        local = f"{APP_REPOSITORY}:{version}"
+        remote = f"{PUSH_REGISTRY}/{APP_REPOSITORY}:{version}"
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "layer.bin").write_bytes(random.Random(version).randbytes(layer_bytes))
+            Path(tmp, "Dockerfile").write_text(
+                f"FROM {APP_REPOSITORY}:v1\n"
+                "COPY layer.bin /opt/archibald-series/layer.bin\n"
+                f"ENV APP_VERSION={version}\n"
+                f'LABEL org.opencontainers.image.version="{version}"\n'
+            )
+            # Docker's cache makes a rebuild on the same v1 a no-op.
+            run(["docker", "build", "-q", "-t", local, tmp], capture=True)
+        run(["docker", "tag", local, remote])
+        run(["docker", "push", "-q", remote], capture=True)
+    log(f"series in the registry: {versions[0]} to {versions[-1]}, {layer_bytes} bytes each")
+    return versions
 
 
 # --------------------------------------------------------------------------

@@ -10,9 +10,8 @@ as the declared configuration has them.
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -23,6 +22,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+from harness import playbook  # noqa: E402
+
 SCENARIO = Path(__file__).resolve().parents[1]
 HOST = "accessories-deb12"
 DECLARED = yaml.safe_load((SCENARIO / "host_vars" / f"{HOST}.yml").read_text())
@@ -42,42 +44,13 @@ def _poll(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
     pytest.fail(f"{what} not reached within {timeout}s; last: {last}")
 
 
-def _playbook(path: Path, *extra: str) -> tuple[int, str, float]:
-    """Run a playbook against the scenario host; (rc, output, seconds)."""
-    inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
-    if not inventory:
-        pytest.fail("MOLECULE_INVENTORY_FILE is not set: run these tests through `molecule verify`")
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_FORCE_COLOR="0",
-    )
-    started = time.monotonic()
-    result = subprocess.run(
-        ["ansible-playbook", "-i", inventory, str(path), *extra],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    elapsed = time.monotonic() - started
-    print(
-        f"\n[playbook] {path.name} {' '.join(extra)[:120]} -> rc={result.returncode} "
-        f"in {elapsed:.1f} s"
-    )
-    return result.returncode, result.stdout + result.stderr, elapsed
-
-
 def manage(*extra: str) -> tuple[int, str, float]:
-    return _playbook(ROOT / "playbooks" / "accessories.yml", *extra)
+    return playbook.run("accessories.yml", *extra, timeout=600)
 
 
 def rerun_role(*extra: str) -> tuple[int, str, float]:
     """The scenario's converge, the accessories role's tasks only (Docker, Prometheus are set)."""
-    return _playbook(SCENARIO / "converge.yml", "--tags", "accessories", *extra)
+    return playbook.run(SCENARIO / "converge.yml", "--tags", "accessories", *extra, timeout=600)
 
 
 def inspect(host: Any, name: str) -> dict[str, Any]:

@@ -29,12 +29,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 import testinfra
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
-from harness import postload  # noqa: E402
+from harness import playbook, postload  # noqa: E402
 
 HOST = "cutover-deb12"
 BARE = "cutover-bare-deb12"
@@ -60,30 +59,9 @@ def host() -> Any:
 
 
 def run_adopt(
-    *extra: str, limit: str = HOST, playbook: str = "adopt-compose.yml"
+    *extra: str, limit: str = HOST, playbook_name: str = "adopt-compose.yml"
 ) -> tuple[int, str, float]:
-    inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
-    if not inventory:
-        pytest.fail("MOLECULE_INVENTORY_FILE is not set: run these tests through `molecule verify`")
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    env["ANSIBLE_FORCE_COLOR"] = "0"
-    started = time.monotonic()
-    result = subprocess.run(
-        [
-            *("ansible-playbook", "-i", inventory, "--limit", limit),
-            *(str(ROOT / "playbooks" / playbook), "-e", "app_version=v1", *extra),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=900,
-    )
-    elapsed = time.monotonic() - started
-    output = result.stdout + result.stderr
-    print(f"[{playbook}] {' '.join(extra)} on {limit} -> rc={result.returncode} in {elapsed:.1f} s")
-    return result.returncode, output, elapsed
+    return playbook.run(playbook_name, "-e", "app_version=v1", *extra, limit=limit)
 
 
 def flat(text: str) -> str:
@@ -371,7 +349,7 @@ def test_the_old_stack_is_kept_stopped_and_cannot_start_by_itself() -> None:
 def test_rollback_goes_back_to_compose_with_every_job() -> None:
     ours = job_ids(VOLUME)
     with Prober() as prober:
-        rc, out, wall = run_adopt(playbook="rollback-compose.yml")
+        rc, out, wall = run_adopt(playbook_name="rollback-compose.yml")
         time.sleep(2)
     assert rc == 0, out[-4000:]
     back = job_ids(VOLUME)

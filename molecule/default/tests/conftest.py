@@ -20,8 +20,11 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
-# The tests use the harness's load client (harness/postload.py).
+# The tests use the harness's load client (harness/postload.py) and its way of
+# running playbooks (harness/playbook.py).
 sys.path.insert(0, str(ROOT))
+from harness import playbook  # noqa: E402
+
 # The scenario's platform and the port its nginx is published on (molecule.yml;
 # harness/scenarios.py sets both for the other hosts run at once).
 EDGE = f"https://127.0.0.1:{os.environ.get('ARCHIBALD_STACK_PORT', '18443')}"
@@ -75,49 +78,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     )
 
 
-def inventory() -> str:
-    path = os.environ.get("MOLECULE_INVENTORY_FILE")
-    if not path:
-        pytest.fail("MOLECULE_INVENTORY_FILE is not set: run these tests through `molecule verify`")
-    return path
-
-
-def playbook_cmd(name: str, *extra: str) -> list[str]:
-    return ["ansible-playbook", "-i", inventory(), str(ROOT / "playbooks" / name), *extra]
-
-
-def playbook_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-    env["ANSIBLE_FORCE_COLOR"] = "0"
-    env["ANSIBLE_NOCOLOR"] = "1"
-    return env
-
-
 def run_playbook(name: str, *extra: str) -> tuple[int, str, float]:
-    """Run a playbook against the scenario host; return (rc, output, seconds)."""
-    started = time.monotonic()
-    result = subprocess.run(
-        playbook_cmd(name, *extra),
-        cwd=ROOT,
-        env=playbook_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    elapsed = time.monotonic() - started
-    output = flat(result.stdout + result.stderr)
-    print(f"[playbook] {name} {' '.join(extra)} -> rc={result.returncode} in {elapsed:.1f} s")
-    return result.returncode, output, elapsed
+    """Run a playbook against the scenario host; return (rc, output on one line, seconds)."""
+    rc, output, elapsed = playbook.run(name, *extra, timeout=600)
+    return rc, flat(output), elapsed
 
 
 def start_playbook(name: str, *extra: str) -> subprocess.Popen[str]:
     """Run a playbook in the background, in its own process group (killable as a whole)."""
     return subprocess.Popen(
-        playbook_cmd(name, *extra),
+        playbook.command(name, *extra),
         cwd=ROOT,
-        env=playbook_env(),
+        env=playbook.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

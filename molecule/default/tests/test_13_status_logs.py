@@ -8,12 +8,14 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-from conftest import ROOT, inventory, playbook_env, run_playbook, serving
+from conftest import ROOT, run_playbook, serving
+
+from harness import playbook
 
 
 def logs(*args: str, follow: bool = False, seconds: int = 60) -> subprocess.CompletedProcess[str]:
-    env = dict(playbook_env(), FOLLOW="1" if follow else "0", LOG_LINES="20")
-    command = [str(ROOT / "scripts" / "logs.sh"), inventory(), *args]
+    env = dict(playbook.env(), FOLLOW="1" if follow else "0", LOG_LINES="20")
+    command = [str(ROOT / "scripts" / "logs.sh"), playbook.inventory(), *args]
     if follow:  # it follows until stopped: let it run a few seconds
         command = ["timeout", str(seconds), *command]
     return subprocess.run(

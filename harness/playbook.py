@@ -1,0 +1,67 @@
+"""Run this repository's playbooks from a Molecule scenario's tests.
+
+The one owner of how a test runs a playbook against its scenario's hosts: the
+inventory Molecule wrote (MOLECULE_INVENTORY_FILE, set by `molecule verify`),
+the repository's ansible.cfg, and plain output (no colour codes) for the
+tests to read.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PLAYBOOKS = ROOT / "playbooks"
+
+
+def inventory() -> str:
+    path = os.environ.get("MOLECULE_INVENTORY_FILE")
+    if not path:
+        pytest.fail("MOLECULE_INVENTORY_FILE is not set: run these tests through `molecule verify`")
+    return path
+
+
+def command(playbook: str | Path, *extra: str, limit: str | None = None) -> list[str]:
+    """ansible-playbook for playbooks/<name> (or a scenario's own file, given as a Path),
+    limited to `limit` when given."""
+    path = playbook if isinstance(playbook, Path) else PLAYBOOKS / playbook
+    where = ["--limit", limit] if limit else []
+    return ["ansible-playbook", "-i", inventory(), *where, str(path), *extra]
+
+
+def env() -> dict[str, str]:
+    return dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_NOCOLOR="1",
+    )
+
+
+def run(
+    playbook: str | Path, *extra: str, limit: str | None = None, timeout: float = 900
+) -> tuple[int, str, float]:
+    """Run a playbook (as command() names it); print and return (exit code, stdout +
+    stderr, seconds)."""
+    started = time.monotonic()
+    result = subprocess.run(
+        command(playbook, *extra, limit=limit),
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+    elapsed = time.monotonic() - started
+    where = f" on {limit}" if limit else ""
+    print(
+        f"\n[playbook] {Path(playbook).name} {' '.join(extra)[:120]}{where} -> "
+        f"rc={result.returncode} in {elapsed:.1f} s"
+    )
+    return result.returncode, result.stdout + result.stderr, elapsed
