@@ -170,11 +170,11 @@ def test_an_unknown_part_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert "joined by +" in capsys.readouterr().err
 
 
-def test_the_stack_starts_when_few_role_scenarios_wait(
+def test_the_stack_starts_once_every_role_scenario_has_started(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Role scenarios two at a time, then two stack hosts: the hosts start as soon as
-    only STACK_START_QUEUED role scenarios wait for a lane, not after they ended."""
+    """Four role scenarios two at a time, then two stack hosts: the hosts start as
+    soon as the last role scenario started, not after it ended."""
     events: list[str] = []
 
     class Proc:
@@ -198,17 +198,14 @@ def test_the_stack_starts_when_few_role_scenarios_wait(
     monkeypatch.setattr(scenarios, "skip_offline", lambda run: False)
     monkeypatch.setattr(scenarios.time, "sleep", lambda s: None)
     monkeypatch.setattr(scenarios.time, "monotonic", lambda: 0.0)
-    names = "abcdefgh"[: 4 + scenarios.STACK_START_QUEUED]
-    roles = [scenarios.Run(n, 600, scenarios.LOGS / n) for n in names]
+    roles = [scenarios.Run(n, 600, scenarios.LOGS / n) for n in ("a", "b", "c", "d")]
     stack = [scenarios.Run(f"default:{p}", 900, scenarios.LOGS / p) for p in ("x", "y")]
     scenarios.run_all(roles, 2, then=stack)
-    # The stack starts with the role run that leaves STACK_START_QUEUED waiting
-    # (the fourth), before those start, and they still start, two at a time.
     assert events.index("start default:x") == events.index("start d") + 1
-    assert events.index("start default:x") < events.index(f"start {names[4]}")
+    assert events.index("start default:x") < events.index("end d")
     assert events.index("start c") > events.index("end a")  # two at a time
     assert all(r.beside for r in roles)
-    assert sum(e.startswith("end") for e in events) == len(names) + 2
+    assert sum(e.startswith("end") for e in events) == 6
 
 
 def test_only_the_first_stack_slot_repeats_the_converge_for_idempotence() -> None:
@@ -237,3 +234,27 @@ def test_a_failed_run_is_explained_after_the_summary(tmp_path: Path) -> None:
     assert lines[70] not in got, "a retry that went on is not why anything failed"
     assert got[-1] == "noise 99"
     assert scenarios.failure_lines(scenarios.Run("y", 1, tmp_path / "none", why="w")) == ["w"]
+
+
+def test_an_alone_only_scenario_is_skipped_beside_others_and_runs_alone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran: list[str] = []
+
+    def fake_run_all(
+        runs: list[scenarios.Run], jobs: int, then: list[scenarios.Run] | None = None
+    ) -> None:
+        for run in [*runs, *(then or [])]:
+            run.ok = True
+            ran.append(run.name)
+
+    monkeypatch.setattr(scenarios, "run_all", fake_run_all)
+    name = next(iter(scenarios.ALONE_ONLY))
+    assert scenarios.main(["docker", name]) == 0
+    out = capsys.readouterr().out
+    assert ran == ["docker"]
+    assert f"SKIP  {name}" in out and f"make molecule SCENARIOS={name}" in out
+    assert "molecule: 1 passed, 0 failed, 1 skipped" in out
+    ran.clear()
+    assert scenarios.main([name]) == 0
+    assert ran == [name]

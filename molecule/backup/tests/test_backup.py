@@ -29,8 +29,8 @@ Figures (wall times, sizes, job counts) are printed with a [drill] prefix.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,9 @@ import pytest
 import testinfra
 
 ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+from harness import playbook as playbooks  # noqa: E402
+
 APP = testinfra.get_host("docker://backup-app")
 FRESH = testinfra.get_host("docker://backup-fresh")
 SFTP = testinfra.get_host("docker://backup-sftp")
@@ -52,26 +55,8 @@ testinfra_hosts = ["backup-app"]
 
 
 def playbook(name: str, *extra: str) -> tuple[int, str, float]:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    started = time.monotonic()
-    result = subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            os.environ["MOLECULE_INVENTORY_FILE"],
-            str(ROOT / "playbooks" / name),
-            *extra,
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    elapsed = time.monotonic() - started
-    print(f"\n[playbook] {name} {' '.join(extra)} -> rc={result.returncode} in {elapsed:.1f} s")
-    return result.returncode, " ".join((result.stdout + result.stderr).split()), elapsed
+    rc, output, elapsed = playbooks.run(name, *extra, timeout=600)
+    return rc, " ".join(output.split()), elapsed
 
 
 def api(host: Any, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
