@@ -11,7 +11,6 @@ the CD job's secrets (scripts/ci-access.sh), not from the inventory.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from harness import testbed
+from harness import playbook, testbed
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / ".cache" / "cdtest"
@@ -36,15 +35,6 @@ INVENTORY = WORK / "inventory"
 UNREACHABLE_GRAFANA = "https://grafana-repository.invalid"
 
 
-def ansible_env() -> dict[str, str]:
-    return dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_FORCE_COLOR="0",
-    )
-
-
 def run(cmd: list[str]) -> None:
     """Run an Ansible command; its output goes to .cache/cdtest/sandbox.log."""
     WORK.mkdir(parents=True, exist_ok=True)
@@ -52,7 +42,7 @@ def run(cmd: list[str]) -> None:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
         result = subprocess.run(
-            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=ansible_env(), check=False
+            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=playbook.env(), check=False
         )
     if result.returncode != 0:
         raise RuntimeError(
