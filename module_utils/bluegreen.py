@@ -39,8 +39,13 @@ SCHEMA_VERSION = 2
 STATE_FILE = "state.json"
 LOCK_FILE = "release.lock"
 NOT_TOUCHED = "traffic was not touched"
-# A colour's record: what the release started there and checked.
-COLOR_KEYS = ("version", "digest", "image_id", "config", "started_at")
+# A colour's record: what the release started there and checked. `config` is
+# the hash of the containers' settings; `spec` the settings themselves (secrets
+# by reference: each colour keeps its own root-only env file), so that a move
+# back recreates a colour as it ran, never with a later run's settings.
+COLOR_KEYS = ("version", "digest", "image_id", "config", "started_at", "spec")
+# The keys of a colour's `spec` (roles/bluegreen/vars/main.yml builds it).
+SPEC_KEYS = ("services", "env", "listen", "volume", "drain", "grace", "restart")
 EVENTS = (
     "switch",
     "rollback",
@@ -270,6 +275,22 @@ def describe_canary(canary: Mapping[str, Any]) -> str:
     )
 
 
+def check_spec(spec: Any, where: str) -> list[str]:
+    """What is wrong with a colour's recorded container settings (None: not recorded)."""
+    if spec is None:
+        return []
+    if not isinstance(spec, dict):
+        return [f"{where} is {spec!r}, expected an object or null"]
+    problems = []
+    unknown = sorted(set(spec) - set(SPEC_KEYS))
+    if unknown:
+        problems.append(f"{where} has unknown keys {unknown}, expected {list(SPEC_KEYS)}")
+    missing = sorted(set(SPEC_KEYS) - set(spec))
+    if missing:
+        problems.append(f"{where} lacks {missing}")
+    return problems
+
+
 def validate(state: Any, colors: Sequence[str]) -> list[str]:
     """What is wrong with a parsed state (empty when it is valid)."""
     if not isinstance(state, dict):
@@ -290,7 +311,9 @@ def validate(state: Any, colors: Sequence[str]) -> list[str]:
                 problems.append(f"colors.{name} is {entry!r}, expected an object")
                 continue
             for key in COLOR_KEYS:
-                if not isinstance(entry.get(key), (str, type(None))):
+                if key == "spec":
+                    problems += check_spec(entry.get(key), f"colors.{name}.spec")
+                elif not isinstance(entry.get(key), (str, type(None))):
                     problems.append(f"colors.{name}.{key} is {entry.get(key)!r}, expected text")
     active = state.get("active")
     if active is not None and active not in colors:
@@ -349,13 +372,24 @@ def render_state(state: Mapping[str, Any]) -> str:
     return json.dumps(state, indent=2, sort_keys=True) + "\n"
 
 
+def check_record(record: Any) -> dict[str, Any]:
+    """A colour's record as an action passes it, checked: its keys and its spec."""
+    record = dict(record or {})
+    unknown = sorted(set(record) - set(COLOR_KEYS))
+    problems = [f"record has unknown keys {unknown}; expected {list(COLOR_KEYS)}"] if unknown else []
+    problems += check_spec(record.get("spec"), "record.spec")
+    if problems:
+        raise StateError("; ".join(problems))
+    return record
+
+
 def apply_action(
     state: dict[str, Any], params: Mapping[str, Any], now: datetime
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The new state and the history event appended (if any); ``state`` is not modified.
 
     Actions: ``switch`` records that traffic now goes to ``color`` running what
-    ``record`` describes (version, digest, image_id, config, started_at), with the
+    ``record`` describes (version, digest, image_id, config, started_at, spec), with the
     history event ``event`` (switch, rollback, auto_rollback or repair);
     ``mark_bad`` / ``clear_bad`` list or unlist ``version`` in bad_versions;
     ``canary`` sets the canary in progress to ``canary`` (null ends it) with the
@@ -376,13 +410,10 @@ def apply_action(
     if action == "read":
         return new, None
     if action == "switch":
-        record = dict(params.get("record") or {})
+        record = check_record(params.get("record"))
         version = record.get("version")
         if not color or not version:
             raise StateError("action switch needs color and record.version")
-        unknown = sorted(set(record) - set(COLOR_KEYS))
-        if unknown:
-            raise StateError(f"record has unknown keys {unknown}; expected {list(COLOR_KEYS)}")
         entry = new["colors"][color]
         wanted = {**entry, **record}
         if wanted.get("started_at") is None:
@@ -431,10 +462,7 @@ def apply_action(
         problems = check_canary(canary, colors)
         if problems:
             raise StateError("action canary: " + "; ".join(problems))
-        record = dict(params.get("record") or {})
-        unknown = sorted(set(record) - set(COLOR_KEYS))
-        if unknown:
-            raise StateError(f"record has unknown keys {unknown}; expected {list(COLOR_KEYS)}")
+        record = check_record(params.get("record"))
         if canary is not None and canary["color"] == new["active"]:
             raise StateError(f"the canary's colour {canary['color']} is the active colour")
         if record and canary is not None:

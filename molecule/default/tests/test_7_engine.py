@@ -296,3 +296,89 @@ def test_a_hanging_release_is_rolled_back(host: Any) -> None:
     )
     assert rc == 0, out[-2000:]
     assert version not in read_state(host)["bad_versions"]
+
+
+def backend_env(host: Any, color: str) -> dict[str, str]:
+    """The environment the backend of `color` runs with (the image's and the engine's)."""
+    inspect = "docker inspect -f '{{json .Config.Env}}'"
+    out = host.check_output(f"{inspect} archibald-backend-{color}")
+    return dict(item.split("=", 1) for item in json.loads(out))
+
+
+def watch(seconds: float) -> Prober:
+    """Count every answer through nginx for `seconds` (an observation window, not a wait)."""
+    with Prober() as prober:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+    return prober
+
+
+# The crash comes this long after each start of the new colour: its gate passes,
+# the analysis sees the restarts and rolls back.
+CRASH_AFTER_S = 20
+
+
+def test_an_automatic_rollback_leaves_the_old_colour_as_it_ran(host: Any) -> None:
+    """Issue 24: the way back from a failed analysis once recreated the old colour with the
+    failed release's settings (its crash included), so the rollback crashed in turn."""
+    good = serving()
+    recorded = read_state(host)["colors"][good[0]]
+    started, env = started_at(host, good[0]), backend_env(host, good[0])
+    version = next_version(host)
+    crash = json.dumps({"bluegreen_env": {"APP_FAULT_CRASH_AFTER_S": str(CRASH_AFTER_S)}})
+    rc, out, elapsed = run_playbook(
+        "release.yml", "-e", f"app_version={version}", "-e", crash, *ANALYSIS
+    )
+    try:
+        assert rc != 0 and "was rolled back automatically" in out, out[-3000:]
+        assert serving() == good
+        assert started_at(host, good[0]) == started, "the old colour was restarted"
+        assert backend_env(host, good[0]) == env
+        assert "APP_FAULT_CRASH_AFTER_S" not in backend_env(host, good[0])
+        after = read_state(host)["colors"][good[0]]
+        assert (after["config"], after["spec"]) == (recorded["config"], recorded["spec"])
+        # Longer than the crash delay: a colour recreated with it would fail here.
+        prober = watch(CRASH_AFTER_S + 10)
+        print(f"\n[auto rollback] {elapsed:.0f} s; after it: {prober.summary()}")
+        assert not prober.failed(), prober.failed()[:5]
+    finally:
+        run_playbook("mark-bad.yml", "-e", f"app_version={version}", "-e", "bluegreen_bad=false")
+
+
+def test_rollback_restores_the_warm_colour_as_it_ran_after_an_inventory_change(
+    host: Any,
+) -> None:
+    """A rollback moves back to the colour as it was recorded: a warm colour that runs is left
+    untouched, one that is gone is recreated from its own record, never from the inventory."""
+    good = serving()
+    version = next_version(host)
+    rc, out, _ = run_playbook("release.yml", "-e", f"app_version={version}")
+    assert rc == 0, out[-3000:]
+    warm = good[0]
+    started, env = started_at(host, warm), backend_env(host, warm)
+    changed = ["-e", json.dumps({"bluegreen_env": {"APP_LOG_LEVEL": "debug"}})]
+    with Prober() as prober:
+        rc, out, elapsed = run_playbook("rollback.yml", *changed)
+    assert rc == 0, out[-3000:]
+    print(f"\n[rollback, warm colour running] {elapsed:.1f} s; {prober.summary()}")
+    assert serving() == good and not prober.failed(), prober.failed()[:5]
+    assert started_at(host, warm) == started, "the warm colour was recreated"
+    assert backend_env(host, warm) == env
+    # Now the other way, to a colour whose containers are gone: recreated from its record.
+    gone = other(warm)
+    recorded = read_state(host)["colors"][gone]
+    host.check_output(f"docker rm -f archibald-backend-{gone} archibald-frontend-{gone}")
+    rc, out, elapsed = run_playbook("rollback.yml", *changed)
+    assert rc == 0, out[-3000:]
+    print(f"[rollback, containers recreated from the record] {elapsed:.1f} s")
+    assert serving() == (gone, version)
+    assert backend_env(host, gone).get("APP_LOG_LEVEL") != "debug"
+    label = host.check_output(
+        f"docker inspect -f '{{{{index .Config.Labels \"org.archibald.config\"}}}}' "
+        f"archibald-backend-{gone}"
+    )
+    assert label == recorded["config"] == read_state(host)["colors"][gone]["config"]
+    # Back to where the test began.
+    rc, out, _ = run_playbook("rollback.yml")
+    assert rc == 0 and serving() == good, out[-3000:]

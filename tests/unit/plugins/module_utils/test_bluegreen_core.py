@@ -16,6 +16,15 @@ NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 STAMP = "2025-01-02T03:04:05Z"
 COLORS = ["blue", "green"]
 SERVICES = ["backend", "frontend"]
+SPEC = {
+    "services": {"backend": {"command": ["serve"]}},
+    "env": {},
+    "listen": "127.0.0.1",
+    "volume": "archibald-data",
+    "drain": 60,
+    "grace": 75,
+    "restart": "unless-stopped",
+}
 
 
 def state(
@@ -103,6 +112,8 @@ def test_schema_1_is_upgraded_on_load() -> None:
         ('{"schema": 2, "active": "red", "colors": {"blue": {}, "green": {}}}', "active is 'red'"),
         ('{"schema": 2, "colors": {"blue": {"digest": 5}, "green": {}}}', r"blue\.digest is 5"),
         ('{"schema": 2, "app": "other", "colors": {"blue": {}, "green": {}}}', "belongs to app"),
+        ('{"schema": 2, "colors": {"blue": {"spec": "x"}, "green": {}}}', r"blue\.spec is 'x'"),
+        ('{"schema": 2, "colors": {"blue": {"spec": {"env": {}}}, "green": {}}}', r"spec lacks"),
     ],
 )
 def test_invalid_records_are_refused(text: str, message: str) -> None:
@@ -115,7 +126,7 @@ def test_switch_records_what_runs_and_appends_history() -> None:
     params = {"action": "switch", "color": "green", "record": record, "by": "ci", "colors": COLORS}
     new, event = core.apply_action(state(), params, NOW)
     assert new["active"] == "green"
-    assert new["colors"]["green"] == {**record, "started_at": STAMP}
+    assert new["colors"]["green"] == {**record, "started_at": STAMP, "spec": None}
     assert new["colors"]["blue"]["version"] == "v1"
     assert event == {
         "at": STAMP,
@@ -131,12 +142,35 @@ def test_switch_records_what_runs_and_appends_history() -> None:
     assert none is None and again == new
 
 
+def test_each_colour_keeps_its_own_spec_through_switches_and_a_reload() -> None:
+    """A move back reads the colour's own recorded settings, not the last run's."""
+    old = {**SPEC, "env": {"APP_LOG_LEVEL": "info"}}
+    new = {**SPEC, "env": {"APP_FAULT_CRASH_AFTER_S": "40"}}
+    first = state()
+    first["colors"]["blue"]["spec"] = old
+    params = {"action": "switch", "color": "green", "colors": COLORS, "by": "ci"}
+    forward, _ = core.apply_action(
+        first, {**params, "record": {"version": "v2", "config": "c2", "spec": new}}, NOW
+    )
+    back, event = core.apply_action(
+        forward, {**params, "color": "blue", "record": forward["colors"]["blue"]}, NOW
+    )
+    assert back["colors"]["blue"]["spec"] == old and back["colors"]["green"]["spec"] == new
+    assert event is not None and event["to"] == "blue"
+    text = core.render_state(back)
+    assert core.load_state(text, "/s", "archibald", COLORS)["colors"] == back["colors"]
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
         ({"action": "switch", "color": "green"}, "needs color and record.version"),
         ({"action": "switch", "color": "red", "record": {"version": "v"}}, "not one of"),
         ({"action": "switch", "color": "blue", "record": {"version": "v", "x": 1}}, "unknown keys"),
+        (
+            {"action": "switch", "color": "blue", "record": {"version": "v", "spec": {"x": 1}}},
+            r"record\.spec has unknown keys \['x'\]",
+        ),
         ({"action": "mark_bad"}, "needs version"),
         ({"action": "explode"}, "unknown action"),
     ],
