@@ -3,25 +3,23 @@
 The page calls the backend through relative URLs (`/api/...`): in production
 nginx sends /api/ to the backend and everything else here. Its script and
 style are files of their own under /static/ (no inline code), so the edge's
-Content-Security-Policy can forbid inline scripts. Without nginx (local
-runs), set APP_BACKEND_URL and this service forwards /api/ requests itself.
+Content-Security-Policy can forbid inline scripts; their names carry a
+fingerprint (`assets.py`). Without nginx (local runs), set APP_BACKEND_URL
+and this service forwards /api/ requests itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from importlib import resources
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
+from . import assets
 from .service import STATE, ServiceState, error
 from .service import make_app as make_base_app
 
 SESSION = web.AppKey("session", ClientSession)
-PAGE = web.AppKey("page", bytes)
-ASSETS = web.AppKey("assets", dict)
-# The page's static files: name -> media type.
-_ASSET_TYPES = {"app.js": "text/javascript", "app.css": "text/css"}
+BUNDLE = web.AppKey("bundle", assets.Bundle)
 # Request headers the relay passes on (the body is relayed as it came, still
 # compressed), and answer headers it passes back.
 _FORWARDED = ("Content-Encoding", "Idempotency-Key")
@@ -38,19 +36,24 @@ _HOP_HEADERS = {
 
 
 async def index(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[PAGE], content_type="text/html", charset="utf-8")
+    return web.Response(
+        body=request.app[BUNDLE].page,
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Cache-Control": assets.PAGE_CACHE},
+    )
 
 
 async def asset(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    body = request.app[ASSETS].get(name)
-    if body is None:
+    """A static file by its fingerprinted name; any other name is 404."""
+    found = request.app[BUNDLE].assets.get(request.match_info["name"])
+    if found is None:
         return error(404, "no such file", field="path")
     return web.Response(
-        body=body,
-        content_type=_ASSET_TYPES[name],
+        body=found.body,
+        content_type=found.media_type,
         charset="utf-8",
-        headers={"Cache-Control": "public, max-age=300"},
+        headers={"Cache-Control": assets.IMMUTABLE},
     )
 
 
@@ -79,9 +82,7 @@ async def proxy_api(request: web.Request) -> web.Response:
 def make_app(state: ServiceState) -> web.Application:
     """The frontend application: shared routes, the page, and the optional /api/ relay."""
     app = make_base_app(state)
-    static = resources.files(__package__).joinpath("static")
-    app[PAGE] = static.joinpath("index.html").read_bytes()
-    app[ASSETS] = {name: static.joinpath(name).read_bytes() for name in _ASSET_TYPES}
+    app[BUNDLE] = assets.load(state.cfg.version)
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", asset)
     if state.cfg.backend_url:

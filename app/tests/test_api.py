@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 from pathlib import Path
 from typing import Any
 
@@ -364,13 +365,17 @@ def test_frontend_serves_the_page(tmp_path: Path) -> None:
             page = await r.text()
             # No inline script or style: the edge's CSP forbids them (script-src 'self').
             assert "<script>" not in page and "<style>" not in page
-            assert '<script src="/static/app.js">' in page
+            js = re.search(r'<script src="/static/(app\.[0-9a-f]{12}\.js)">', page)
+            css = re.search(
+                r'<link rel="stylesheet" href="/static/(app\.[0-9a-f]{12}\.css)">', page
+            )
+            assert js and css, page
             assert r.headers["X-App-Color"] == "green"
-            script = await client.get("/static/app.js")
+            script = await client.get(f"/static/{js.group(1)}")
             assert script.status == 200
             assert script.headers["Content-Type"] == "text/javascript; charset=utf-8"
             assert 'fetch("/api/jobs' in await script.text()
-            style = await client.get("/static/app.css")
+            style = await client.get(f"/static/{css.group(1)}")
             assert style.headers["Content-Type"] == "text/css; charset=utf-8"
             assert (await client.get("/static/nothing.js")).status == 404
             assert (await client.get("/health")).status == 200

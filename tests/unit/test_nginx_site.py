@@ -1,6 +1,8 @@
 """The nginx site as archibald.conf.j2 renders it from the role's defaults (issue 18):
 Mozilla's TLS profiles, OCSP stapling only with a responder, the limits and their
-JSON answers, and a body limit equal to the app's own.
+JSON answers, and a body limit equal to the app's own; asset bridging (issue 24):
+only static files are asked of the other colour, whose retirement answers a 404, and
+every upstream file defines the variables the site reads.
 
 The nginx scenario checks the same on real nginx with real traffic; these run in
 a second and catch a template or a default that drifts from what it promises.
@@ -149,3 +151,109 @@ def test_only_static_files_are_compressed_and_only_the_page_has_a_csp() -> None:
         assert "Content-Security-Policy" in location(conf, page)
         assert "Permissions-Policy" in location(conf, page)
     assert "Content-Security-Policy" not in location(conf, "/api/")
+
+
+# --- Asset bridging: a page of the previous release gets its own files --------
+
+BLUEGREEN = ROOT / "roles" / "bluegreen"
+# What the app's frontend answers for a file it does not have (frontend.asset).
+APP_NOT_FOUND = {"error": "no such file", "field": "path"}
+
+
+def render_bluegreen_upstreams(stable: str, canary: dict[str, Any] | None = None) -> str:
+    """The upstream file a switch (or a canary step) writes, from the role's defaults."""
+    plain = {
+        name: value
+        for name, value in yaml.safe_load((BLUEGREEN / "vars" / "main.yml").read_text()).items()
+        if not (isinstance(value, str) and "{{" in value)
+    }
+    values = {**yaml.safe_load((BLUEGREEN / "defaults" / "main.yml").read_text()), **plain}
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, trim_blocks=True, keep_trailing_newline=True
+    )
+    env.filters["comment"] = lambda text: f"# {text}"
+    template = env.from_string((BLUEGREEN / "templates" / "upstreams.conf.j2").read_text())
+    return template.render(
+        values,
+        ansible_managed="Ansible managed",
+        _bluegreen_color=stable,
+        _bluegreen_canary=canary,
+        _bluegreen_preview_map="/etc/nginx/archibald/preview.map",
+    )
+
+
+def render_initial_upstreams() -> str:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True)
+    env.filters["comment"] = lambda text: f"# {text}"
+    template = env.from_string((ROLE / "templates" / "upstreams.conf.j2").read_text())
+    return template.render(DEFAULTS, ansible_managed="Ansible managed")
+
+
+def defined_variables(conf: str) -> set[str]:
+    """Variables a map, geo or split_clients block of `conf` defines."""
+    # The defined variable is the last one before the block's brace.
+    return set(re.findall(r"^\s*(?:map|geo|split_clients)\b[^{\n]*\$(\w+)\s*\{", conf, re.M))
+
+
+def test_only_the_static_files_are_asked_of_the_other_colour() -> None:
+    conf = render()
+    static = location(conf, "/static/")
+    assert "proxy_intercept_errors on;" in static
+    assert "error_page 404 = @archibald_assets_other;" in static
+    assert "recursive_error_pages on;" in static
+    assert "proxy_pass http://archibald_frontend_$archibald_color;" in static
+    # Never the API, the health check or the page: their 404 is the live colour's.
+    for other in ("/", "/api/", "= /health"):
+        block = location(conf, other)
+        assert "proxy_intercept_errors" not in block and "error_page 404" not in block, other
+        assert "recursive_error_pages" not in block, other
+    assert conf.count("@archibald_assets_other;") == len(DEFAULTS["nginx_gzip_static_paths"])
+
+
+def test_the_other_colour_answers_with_its_file_or_an_honest_404() -> None:
+    conf = render()
+    bridge = location(conf, "@archibald_assets_other")
+    assert "proxy_pass http://archibald_frontend_$archibald_other_color;" in bridge
+    # Its own answer (200, or its 404) goes to the client as it is.
+    assert "proxy_intercept_errors" not in bridge
+    # Retired (nothing listens: 502) or hanging (504): the file is gone.
+    assert "error_page 502 504 =404 @archibald_asset_gone;" in bridge
+    assert "gzip on;" in bridge and "Content-Security-Policy" in bridge
+    gone = location(conf, "@archibald_asset_gone")
+    assert _json_body(gone, 404) == APP_NOT_FOUND
+    assert "Strict-Transport-Security" in gone
+
+
+@pytest.mark.parametrize(
+    ("stable", "canary"),
+    [("blue", None), ("green", None), ("blue", {"color": "green", "version": "v2", "weight": 25})],
+)
+def test_each_colours_miss_goes_to_the_other(stable: str, canary: dict[str, Any] | None) -> None:
+    upstreams = render_bluegreen_upstreams(stable, canary)
+    block = re.search(
+        r"map \$archibald_color \$archibald_other_color \{\n(.*?)\n\}", upstreams, re.S
+    )
+    assert block, upstreams
+    pairs = dict(line.strip().rstrip(";").split() for line in block.group(1).splitlines())
+    assert pairs == {"blue": "green", "green": "blue"}
+    for color in pairs.values():
+        assert f"upstream archibald_frontend_{color} {{" in upstreams
+
+
+@pytest.mark.parametrize("upstreams", ["initial", "switch", "canary"])
+def test_every_variable_the_site_reads_from_the_upstream_file_is_defined_there(
+    upstreams: str,
+) -> None:
+    """nginx -t fails on an unknown variable: each upstream file (the nginx role's
+    first one, a switch's, a canary step's) defines all that the site uses."""
+    conf = render()
+    wanted = set(re.findall(r"\$(archibald_\w+)", conf)) - defined_variables(conf)
+    assert {"archibald_color", "archibald_other_color", "archibald_client_cookie"} <= wanted
+    text = {
+        "initial": render_initial_upstreams,
+        "switch": lambda: render_bluegreen_upstreams("green"),
+        "canary": lambda: render_bluegreen_upstreams(
+            "blue", {"color": "green", "version": "v2", "weight": 10}
+        ),
+    }[upstreams]()
+    assert wanted <= defined_variables(text), sorted(wanted - defined_variables(text))

@@ -115,6 +115,16 @@ def edge(path: str = "/health", timeout: float = 5.0) -> tuple[int, dict[str, An
         return exc.code, {}
 
 
+def ask(path: str) -> tuple[int, dict[str, str], bytes]:
+    """One GET through nginx: (status, headers, body), whatever the status."""
+    request = urllib.request.Request(EDGE + path, headers={"Host": "localhost"})
+    try:
+        with urllib.request.urlopen(request, timeout=5, context=TLS) as answer:
+            return answer.status, dict(answer.headers), answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
 def serving() -> tuple[str, str]:
     """(colour, version) that answers /health through nginx."""
     status, body = edge("/health")

@@ -6,20 +6,9 @@ No reload, no restart: /health is probed throughout and nothing fails."""
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
-from conftest import EDGE, TLS, Prober, run_playbook, serving
-
-
-def ask(path: str) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(EDGE + path, headers={"Host": "localhost"})
-    try:
-        with urllib.request.urlopen(request, timeout=5, context=TLS) as answer:
-            return answer.status, dict(answer.headers), answer.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+from conftest import Prober, ask, run_playbook, serving
 
 
 def test_maintenance_mode_on_and_off(host: Any) -> None:
