@@ -195,7 +195,8 @@ def assess(memory: Memory, seen: Seen, now: float, settings: Settings) -> tuple[
         armed=memory.armed or not seen.failures or now - memory.started >= settings.startup_grace_s,
         hold=None,
     )
-    if not memory.armed:
+    if not memory.armed:  # what failed before it was armed is not counted
+        memory = dataclasses.replace(memory, failures=0, rose_ago=None, rose=())
         return memory, Verdict("waiting", "the live colour has not answered healthy yet")
     reasons = []
     if memory.failures >= settings.failures:
@@ -519,7 +520,7 @@ class Host:
             return f"no upstream file for {warm} in {s.dir}: provision the host again"
         previous = core.read_text(s.upstreams_file)
         wanted = core.upstream_text(warm, record["version"], record.get("digest"), content)
-        switch = {
+        switch: dict[str, Any] = {
             "now": self.wall,
             "command": self.command,
             "test_command": s.test_command,
@@ -565,7 +566,7 @@ class Host:
                 {
                     "action": "switch",
                     "color": warm,
-                    "record": {},
+                    "record": {"version": record["version"]},
                     "event": "watchdog_switch",
                     "by": s.owner,
                     "colors": s.colors,
