@@ -57,7 +57,7 @@ lint: venv ## yamllint, ansible-lint (production, offline), ruff, mypy
 	ansible-lint --offline
 	ruff check .
 	ruff format --check .
-	mypy filter_plugins library module_utils harness monitoring tests/unit tests/cd scripts/image-digest.py app/archibald_app
+	mypy filter_plugins library module_utils roles/bluegreen/files harness monitoring tests/unit tests/cd scripts/image-digest.py app/archibald_app
 
 .PHONY: unit
 unit: venv ## Unit tests: plugins, harness, roles' interfaces, the app

@@ -107,14 +107,11 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.bluegreen import (
     BlueGreenError,
-    fenced,
+    Runner,
     normalise_canary,
-    read_text,
-    render_marker,
-    write_durably,
+    switch_upstreams,
+    upstream_text,
 )
-
-Runner = Callable[[list[str]], tuple[int, str, str]]
 
 
 def run(
@@ -124,56 +121,29 @@ def run(
     check_mode: bool,
     move: Callable[[str, str], None],
 ) -> dict[str, Any]:
-    path = params["upstreams_file"]
-    wanted = (
-        render_marker(
-            params["color"],
-            params["version"],
-            params.get("digest"),
-            normalise_canary(params.get("canary")),
-        )
-        + "\n"
-        + params["content"].rstrip("\n")
-        + "\n"
+    wanted = upstream_text(
+        params["color"],
+        params["version"],
+        params.get("digest"),
+        params["content"],
+        normalise_canary(params.get("canary")),
     )
-    lease = None if check_mode else params.get("lease")
-    with fenced(params["dir"], params["token"], now, lease):
-        before = read_text(path)
-        changed = before != wanted
-        diff = {
-            "before": before or "",
-            "after": wanted,
-            "before_header": path,
-            "after_header": path,
-        }
-        if check_mode or not (changed or params["reload"]):
-            return {"changed": changed, "reloaded": False, "diff": diff}
-        if changed:
-            write_durably(path, wanted, move=move)
-        steps = (
-            (
-                "test_command",
-                "nginx refused the switch to {color} ({version}): {why}. The "
-                "previous upstream file was put back and nginx was not reloaded, so traffic still "
-                "goes where it went. Fix the configuration (`nginx -t` on the host) and rerun",
-            ),
-            (
-                "reload_command",
-                "nginx did not reload: {why}. The previous upstream file was put "
-                "back; check `systemctl status nginx` on the host",
-            ),
-        )
-        for step, failure in steps:
-            rc, out, err = command(list(params[step]))
-            if rc != 0:
-                if changed and before is not None:
-                    write_durably(path, before, move=move)
-                raise BlueGreenError(
-                    failure.format(
-                        color=params["color"], version=params["version"], why=(err or out).strip()
-                    )
-                )
-    return {"changed": True, "reloaded": True, "diff": diff}
+    return switch_upstreams(
+        params["dir"],
+        params["token"],
+        params["upstreams_file"],
+        wanted,
+        color=params["color"],
+        version=params["version"],
+        now=now,
+        command=command,
+        test_command=params["test_command"],
+        reload_command=params["reload_command"],
+        reload=params["reload"],
+        check_mode=check_mode,
+        lease_s=params.get("lease"),
+        move=move,
+    )
 
 
 ARGUMENT_SPEC: dict[str, Any] = {

@@ -14,6 +14,9 @@ Layout of one app's directory (``<state_dir>/<app>/``)::
                         history (schema below)
     release.lock        who may change anything now (owner, token, expiry)
     retire-<colour>.json  when the host's timer stops a colour whose rollback window is over
+    upstreams-<colour>.conf  nginx's upstream blocks that send everyone to that colour (root
+                        only, written by the role), which the host's watchdog switches to
+    watchdog.json       the host's watchdog: what it saw last, its last action, its counters
 
 Every function here is pure or takes its clock and its file move as arguments,
 so the unit tests drive them directly.
@@ -57,6 +60,10 @@ EVENTS = (
     "canary_step",
     "canary_pause",
     "canary_abort",
+    # The host's watchdog (roles/bluegreen/files/watchdog.py): traffic moved to the
+    # warm colour, or the live colour's containers restarted, when the live colour failed.
+    "watchdog_switch",
+    "watchdog_restart",
 )
 # A canary in progress (state["canary"]): the colour and what it runs, the
 # share of new clients it gets, where in its steps it is, and whether it waits
@@ -486,9 +493,14 @@ def apply_action(
     else:
         raise StateError(f"unknown action {action!r}")
 
-    limit = int(params.get("history_limit") or 50)
-    new["history"] = [*new["history"], event][-limit:]
-    return new, event
+    return append_event(new, event, int(params.get("history_limit") or 50)), event
+
+
+def append_event(
+    state: dict[str, Any], event: Mapping[str, Any], limit: int = 50
+) -> dict[str, Any]:
+    """``state`` with ``event`` appended to its history, which keeps the last ``limit`` events."""
+    return {**state, "history": [*(state.get("history") or []), dict(event)][-limit:]}
 
 
 # --- lock ------------------------------------------------------------------
@@ -642,6 +654,80 @@ def parse_marker(text: str | None) -> dict[str, Any] | None:
                 return {"color": None, "unreadable": line}
             return found if isinstance(found, dict) else {"color": None, "unreadable": line}
     return None
+
+
+def upstream_text(
+    color: str,
+    version: str,
+    digest: str | None,
+    content: str,
+    canary: Mapping[str, Any] | None = None,
+) -> str:
+    """The whole upstream file: the marker line, then the upstream blocks ``content``."""
+    return render_marker(color, version, digest, canary) + "\n" + content.rstrip("\n") + "\n"
+
+
+Runner = Callable[[list[str]], tuple[int, str, str]]
+
+
+def switch_upstreams(
+    directory: str,
+    token: str,
+    path: str,
+    wanted: str,
+    *,
+    color: str,
+    version: str,
+    now: Callable[[], datetime],
+    command: Runner,
+    test_command: Sequence[str] = ("nginx", "-t"),
+    reload_command: Sequence[str] = ("systemctl", "reload", "nginx"),
+    reload: bool = False,
+    check_mode: bool = False,
+    lease_s: int | None = None,
+    move: Callable[[str, str], None] = os.replace,
+) -> dict[str, Any]:
+    """Write nginx's upstream file ``wanted`` (``upstream_text``), test nginx and reload it.
+
+    Fenced by ``token`` (see ``fenced``): the file never stays written without the
+    reload that loads it. When the test or the reload fails, the previous file is
+    put back and BlueGreenError says so. Returns changed, reloaded and the diff.
+    """
+    with fenced(directory, token, now, None if check_mode else lease_s):
+        before = read_text(path)
+        changed = before != wanted
+        diff = {
+            "before": before or "",
+            "after": wanted,
+            "before_header": path,
+            "after_header": path,
+        }
+        if check_mode or not (changed or reload):
+            return {"changed": changed, "reloaded": False, "diff": diff}
+        if changed:
+            write_durably(path, wanted, move=move)
+        steps = (
+            (
+                test_command,
+                "nginx refused the switch to {color} ({version}): {why}. The "
+                "previous upstream file was put back and nginx was not reloaded, so traffic still "
+                "goes where it went. Fix the configuration (`nginx -t` on the host) and rerun",
+            ),
+            (
+                reload_command,
+                "nginx did not reload: {why}. The previous upstream file was put "
+                "back; check `systemctl status nginx` on the host",
+            ),
+        )
+        for argv, failure in steps:
+            rc, out, err = command(list(argv))
+            if rc != 0:
+                if changed and before is not None:
+                    write_durably(path, before, move=move)
+                raise BlueGreenError(
+                    failure.format(color=color, version=version, why=(err or out).strip())
+                )
+    return {"changed": True, "reloaded": True, "diff": diff}
 
 
 # --- images ----------------------------------------------------------------

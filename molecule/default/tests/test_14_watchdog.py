@@ -1,0 +1,229 @@
+"""The host's watchdog heals the live colour by itself, with no playbook running:
+a hung backend (docker pause) under light load, and a colour that crash-loops.
+Users must be served again within 15 s; the record shows the watchdog's switch
+and its counter for Prometheus rose. Each test starts from the host as the part
+before left it (one colour serving a good version, no canary, the watchdog
+running) and leaves it so: the watchdog's own switch goes back to that colour."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+from conftest import probe, read_state, run_playbook, serving, wait_for
+
+UNIT = "archibald-watchdog"
+VERSIONS = ("v1", "v2", "v3")
+REACTION_S = 15
+COOLDOWN_S = 60  # bluegreen_watchdog_cooldown_s
+APP = "--filter label=org.archibald.app=archibald"
+
+
+def other(color: str) -> str:
+    return "green" if color == "blue" else "blue"
+
+
+def host_now(host: Any) -> float:
+    return float(host.check_output("date +%s.%N"))
+
+
+def at(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def actions(host: Any) -> dict[str, float]:
+    """The watchdog's counters and last action, as node exporter exports them."""
+    out = host.check_output(
+        "curl -fsS http://127.0.0.1:9100/metrics | grep '^archibald_watchdog_' || true"
+    )
+    found: dict[str, float] = {}
+    for line in out.splitlines():
+        name, value = line.rsplit(" ", 1)
+        if 'action="' in name:
+            found[name.split('action="')[1].split('"')[0]] = float(value)
+        elif name.startswith("archibald_watchdog_last_action_timestamp_seconds"):
+            found["last"] = float(value)
+    return found
+
+
+def serving_or_none() -> tuple[str, str] | None:
+    try:
+        return serving()
+    except (AssertionError, OSError, KeyError, ValueError):
+        return None
+
+
+class Load(threading.Thread):
+    """Light load through nginx: `workers` clients in a loop, each request with a 2 s
+    timeout (a request that takes longer failed its user). `gap()` is the longest
+    time in which no request succeeded."""
+
+    def __init__(self, path: str = "/api/jobs?limit=1", workers: int = 4) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.workers = workers
+        self.done: list[tuple[float, bool]] = []  # (monotonic end, succeeded)
+        self.stop = threading.Event()
+
+    def client(self) -> None:
+        while not self.stop.is_set():
+            status, _ = probe(self.path, timeout=2.0)
+            self.done.append((time.monotonic(), status == 200))
+            time.sleep(0.05)
+
+    def run(self) -> None:
+        clients = [threading.Thread(target=self.client, daemon=True) for _ in range(self.workers)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join()
+
+    def gap(self) -> float:
+        ends = sorted(end for end, ok in self.done if ok)
+        return max((b - a for a, b in itertools.pairwise(ends)), default=0.0)
+
+    def failed(self) -> int:
+        return sum(1 for _, ok in self.done if not ok)
+
+    def __enter__(self) -> Load:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.join(15)
+
+
+def watchdog_events(host: Any, event: str) -> list[dict[str, Any]]:
+    return [e for e in read_state(host)["history"] if e.get("event") == event]
+
+
+@pytest.fixture
+def known_state(host: Any) -> Iterator[tuple[str, str]]:
+    """The state the part before left: (colour, version) serving, no canary, the
+    watchdog running and out of its cool-down. Put back afterwards."""
+    assert host.service(UNIT).is_running, f"{UNIT} does not run"
+    state = read_state(host)
+    assert state["canary"] is None, state["canary"]
+    start = serving()
+    assert start[0] == state["active"], (start, state["active"])
+    last = actions(host).get("last", 0.0)
+    wait = last + COOLDOWN_S + 2 - host_now(host)
+    if last and wait > 0:
+        print(f"\n[watchdog] waiting {wait:.0f} s for the cool-down of its last action")
+        time.sleep(wait)
+    yield start
+    host.run(f"docker ps -q {APP} --filter status=paused | xargs -r docker unpause")
+    if serving_or_none() != start:
+        warm = read_state(host)["colors"][other(read_state(host)["active"])]
+        if warm.get("version") == start[1]:
+            rc, out, _ = run_playbook("rollback.yml")
+        else:
+            rc, out, _ = run_playbook("release.yml", "-e", f"app_version={start[1]}")
+        assert rc == 0, out[-3000:]
+    assert serving()[1] == start[1]
+
+
+def test_a_hung_live_backend_is_healed_within_15_s(host: Any, known_state: tuple) -> None:
+    start_color, start_version = known_state
+    version = next(v for v in VERSIONS if v != start_version)
+    rc, out, _ = run_playbook("release.yml", "-e", f"app_version={version}", "-e", "app_force=true")
+    assert rc == 0, out[-3000:]
+    live = other(start_color)
+    assert serving() == (live, version)
+    before = actions(host)
+    switches = len(watchdog_events(host, "watchdog_switch"))
+    since = host.check_output("date -u +'%Y-%m-%d %H:%M:%S'")
+    with Load() as load:
+        time.sleep(3)
+        host.check_output(f"docker pause archibald-backend-{live}")
+        paused = time.monotonic()
+        try:
+            wait_for(
+                f"nginx to serve {start_color} again",
+                lambda: serving_or_none() == (start_color, start_version),
+                REACTION_S + 15,
+                0.2,
+            )
+            healed = time.monotonic() - paused
+            time.sleep(3)
+        finally:
+            host.run(f"docker unpause archibald-backend-{live}")
+    gap = load.gap()
+    after = actions(host)
+    print(
+        f"\n[watchdog] backend of {live} frozen: nginx served {start_color} again after "
+        f"{healed:.1f} s; the longest time without a served request: {gap:.1f} s "
+        f"({load.failed()} of {len(load.done)} requests failed or took over 2 s); "
+        f"switches counted {before.get('switch')} -> {after.get('switch')}"
+    )
+    assert healed <= REACTION_S and gap <= REACTION_S
+    events = watchdog_events(host, "watchdog_switch")
+    assert len(events) == switches + 1, events[-2:]
+    assert (events[-1]["from"], events[-1]["to"]) == (live, start_color), events[-1]
+    assert read_state(host)["active"] == start_color
+    assert after.get("switch", 0) == before.get("switch", 0) + 1, (before, after)
+    journal = host.check_output(f"journalctl -u {UNIT} --since '{since}' --no-pager -o cat")
+    assert '"event": "watchdog_switch"' in journal, journal[-2000:]
+    rc, out, _ = run_playbook("status.yml")
+    assert rc == 0 and "watchdog: active" in out and " switch, " in out, out[-3000:]
+
+
+def test_a_crash_looping_live_colour_is_healed_within_15_s(host: Any, known_state: tuple) -> None:
+    """bad-crashloop passes its gate, then crashes 40 s after each start; Docker restarts
+    it (its RestartCount rises): the watchdog moves traffic back to the warm colour."""
+    start_color, start_version = known_state
+    was_bad = "bad-crashloop" in read_state(host)["bad_versions"]
+    before = actions(host)
+    switches = len(watchdog_events(host, "watchdog_switch"))
+    with Load() as load:
+        rc, out, _ = run_playbook(
+            "release.yml", "-e", "app_version=bad-crashloop", "-e", "app_force=true"
+        )
+        assert rc == 0, out[-3000:]
+        live = other(start_color)
+        assert serving() == (live, "bad-crashloop")
+        wait_for(
+            "the watchdog's switch in the record",
+            lambda: len(watchdog_events(host, "watchdog_switch")) > switches,
+            40 + REACTION_S + 30,
+            0.5,
+        )
+        time.sleep(3)
+    event = watchdog_events(host, "watchdog_switch")[-1]
+    ids = " ".join(
+        host.check_output(f"docker ps -aq {APP} --filter label=org.archibald.color={live}").split()
+    )
+    docs = json.loads(host.check_output(f"docker inspect {ids}"))
+    # A container Docker restarted started last right after its crash.
+    restarted = [d for d in docs if d["RestartCount"] > 0]
+    assert restarted, f"no container of {live} was restarted by Docker: {docs}"
+    crashed_at = min(at(d["State"]["StartedAt"]) for d in restarted)
+    healed = at(event["at"]) - crashed_at
+    after = actions(host)
+    print(
+        f"\n[watchdog] {live} crash-loops: traffic back on {start_color} {healed:.0f} s after "
+        f"Docker restarted the first crashed container (record: {event.get('reason')}); "
+        f"the longest time without a served request: {load.gap():.1f} s"
+    )
+    try:
+        assert (event["from"], event["to"]) == (live, start_color), event
+        assert serving() == (start_color, start_version)
+        assert healed <= REACTION_S, healed
+        assert load.gap() <= REACTION_S
+        assert after.get("switch", 0) == before.get("switch", 0) + 1, (before, after)
+    finally:
+        # The crash-looping colour is kept for its window; stop it now, and list the
+        # version as bad so that no rollback goes there (unless it was listed before).
+        host.run(
+            f"docker ps -q {APP} --filter label=org.archibald.color={live} | xargs -r docker stop"
+        )
+        if not was_bad:
+            rc, out, _ = run_playbook("mark-bad.yml", "-e", "app_version=bad-crashloop")
+            assert rc == 0, out[-2000:]
