@@ -44,7 +44,8 @@ options:
     type: str
   record:
     description: What runs on O(color), keys C(version), C(digest), C(image_id), C(config),
-      C(started_at), C(spec) (the containers' settings, module_utils/bluegreen.py SPEC_KEYS) (V(switch)).
+      C(started_at), C(spec) (the containers' settings, module_utils/bluegreen.py SPEC_KEYS)
+      (V(switch)).
     type: dict
   event:
     description: History event of a V(switch) (default V(switch)) or a V(canary).

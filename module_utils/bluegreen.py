@@ -383,7 +383,9 @@ def check_record(record: Any) -> dict[str, Any]:
     """A colour's record as an action passes it, checked: its keys and its spec."""
     record = dict(record or {})
     unknown = sorted(set(record) - set(COLOR_KEYS))
-    problems = [f"record has unknown keys {unknown}; expected {list(COLOR_KEYS)}"] if unknown else []
+    problems = []
+    if unknown:
+        problems.append(f"record has unknown keys {unknown}; expected {list(COLOR_KEYS)}")
     problems += check_spec(record.get("spec"), "record.spec")
     if problems:
         raise StateError("; ".join(problems))

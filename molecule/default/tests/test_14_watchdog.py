@@ -21,7 +21,7 @@ from conftest import probe, read_state, run_playbook, serving, wait_for
 UNIT = "archibald-watchdog"
 VERSIONS = ("v1", "v2", "v3")
 REACTION_S = 15
-COOLDOWN_S = 60  # bluegreen_watchdog_cooldown_s
+SETTINGS = "/etc/archibald-watchdog.json"
 APP = "--filter label=org.archibald.app=archibald"
 
 
@@ -114,7 +114,8 @@ def known_state(host: Any) -> Iterator[tuple[str, str]]:
     start = serving()
     assert start[0] == state["active"], (start, state["active"])
     last = actions(host).get("last", 0.0)
-    wait = last + COOLDOWN_S + 2 - host_now(host)
+    cooldown = float(json.loads(host.file(SETTINGS).content_string)["cooldown_s"])
+    wait = last + cooldown + 2 - host_now(host)
     if last and wait > 0:
         print(f"\n[watchdog] waiting {wait:.0f} s for the cool-down of its last action")
         time.sleep(wait)
