@@ -7,9 +7,9 @@ At the end of every session the plugin prints that list (marking the skips
 that happened) and names any other skip; without CI=true such a skip only
 warns, so a laptop without mtail still runs the rest.
 
-The repository's conftest.py loads it, so it guards every pytest run whose
-rootdir is this repository: tests/unit, app/tests, tests/cd and the Molecule
-scenarios' testinfra runs.
+pyproject.toml's pytest options load it (``-p harness.skips``), so it guards
+every pytest run whose rootdir is this repository: tests/unit, app/tests,
+tests/cd and the Molecule scenarios' testinfra runs.
 """
 
 from __future__ import annotations
