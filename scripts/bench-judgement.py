@@ -31,7 +31,7 @@ import math
 import random
 import statistics
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,13 +183,18 @@ AT_ALLOWED = [
 ]
 
 
+def deciders(outcomes: Iterable[Outcome]) -> list[str]:
+    """The tests that decided, each named once ("sprt, versus_stable" names two)."""
+    return sorted({name for o in outcomes for name in o.decided_by.split(", ")})
+
+
 def bad_figures(scenario: Scenario, count: int, seed: int) -> dict[str, Any]:
     outcomes = runs(scenario, count, seed)
     after = [o.elapsed - (o.first_bad or 0.0) for o in outcomes]
     return {
         "runs": count,
         "aborted": sum(o.verdict == "fail" for o in outcomes) / count,
-        "by": sorted({o.decided_by for o in outcomes if o.verdict == "fail"}),
+        "by": deciders(o for o in outcomes if o.verdict == "fail"),
         "seconds_median": statistics.median(after),
         "seconds_p90": quantile(after, 0.9),
         "seconds_p99": quantile(after, 0.99),
@@ -224,7 +229,7 @@ def false_aborts(scenario: Scenario, count: int, seed: int) -> dict[str, Any]:
         "runs": count,
         "rate": len(aborted) / count,
         "alpha": DEFAULTS["alpha"],
-        "by": sorted({o.decided_by for o in aborted}),
+        "by": deciders(aborted),
     }
 
 

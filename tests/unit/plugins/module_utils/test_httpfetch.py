@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import http.server
 import ssl
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.unit.httpstub import serving
+# tests/unit's local HTTP server helper (tests/unit/httpstub.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from httpstub import serving
 
 
 class Answers(http.server.BaseHTTPRequestHandler):

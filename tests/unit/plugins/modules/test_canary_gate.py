@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import http.server
 import re
+import sys
+from pathlib import Path
 from typing import Any
 
 import canary_gate
@@ -14,7 +16,9 @@ import pytest
 import yaml
 from test_module_docs import compare
 
-from tests.unit.httpstub import serving
+# tests/unit's local HTTP server helper (tests/unit/httpstub.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from httpstub import serving
 
 PARAMS: dict[str, Any] = {
     "canary": "green",
