@@ -156,7 +156,6 @@ from ansible.module_utils.bluegreen import (
     colors_of,
     drift,
     edge_answer,
-    fetch,
     is_expired,
     load_state,
     parse_lock,
@@ -167,6 +166,7 @@ from ansible.module_utils.bluegreen import (
     read_text,
     summarize_container,
 )
+from ansible.module_utils.httpfetch import fetch
 
 
 def deadline_or_none(path: str) -> float | None:

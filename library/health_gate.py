@@ -13,7 +13,8 @@ description:
     expected values (for example the colour and version of a freshly started release).
   - Fails when that has not happened within O(timeout) seconds, with the last answer of every URL
     (status, body excerpt, error) and what was expected.
-  - Runs on the target host with the Python standard library only (urllib).
+  - Runs on the target host; asks the URLs with Ansible's own HTTP client
+    (C(ansible.module_utils.urls)), certificates checked unless O(validate_certs=false).
 options:
   urls:
     description: URLs to check, each one in every round.
@@ -131,7 +132,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.bluegreen import fetch
+from ansible.module_utils.httpfetch import fetch
 
 BODY_EXCERPT = 300
 

@@ -21,7 +21,8 @@ description:
     judged, else C(pass).
   - When Prometheus does not answer (after O(retries) tries) or rejects a query, the module fails
     and says that the release was NOT judged, with Prometheus' own error text.
-  - Runs on the target host with the Python standard library only (urllib).
+  - Runs on the target host; asks Prometheus with Ansible's own HTTP client
+    (C(ansible.module_utils.urls)).
 options:
   url:
     description: Base URL of Prometheus.
@@ -74,6 +75,10 @@ options:
     description: Seconds one request to Prometheus may take.
     type: float
     default: 10
+  validate_certs:
+    description: Verify the TLS certificate of an HTTPS O(url).
+    type: bool
+    default: true
   fail_on_breach:
     description:
       - Fail with the evidence (each query, its values over the window, the threshold) when a gate
@@ -172,15 +177,14 @@ import json
 import math
 import operator
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.httpfetch import fetch
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -272,30 +276,31 @@ def query(
     request_timeout: float = 10,
     retries: int = 3,
     retry_delay: float = 1,
+    validate_certs: bool = True,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[float]:
     """Run an instant query; raise PrometheusDown or QueryRejected with a readable reason."""
     url = base_url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
     problem = ""
     for attempt in range(1, max(1, retries) + 1):
-        try:
-            with urllib.request.urlopen(url, timeout=request_timeout) as reply:
-                return parse_result(promql, json.loads(reply.read()))
-        except urllib.error.HTTPError as exc:
-            body = exc.read().decode("utf-8", "replace") if exc.fp else ""
+        status, body, error = fetch(url, request_timeout, validate_certs=validate_certs, limit=None)
+        if status == 200:
             try:
-                error = json.loads(body).get("error") or body
-            except ValueError:
-                error = body
-            if exc.code < 500:  # 400 bad_data, 422 execution error: retrying will not help
+                return parse_result(promql, json.loads(body))
+            except ValueError as exc:
+                problem = f"not JSON: {exc}"
+        elif status is None:
+            problem = str(error).removeprefix("no answer: ")
+        else:
+            try:
+                reason = json.loads(body).get("error") or body
+            except (ValueError, AttributeError):
+                reason = body
+            if status < 500:  # 400 bad_data, 422 execution error: retrying will not help
                 raise QueryRejected(
-                    f"Prometheus rejected the query {promql!r} (HTTP {exc.code}): {error}"
-                ) from exc
-            problem = f"HTTP {exc.code}: {str(error)[:300]}"
-        except urllib.error.URLError as exc:
-            problem = str(exc.reason)
-        except (OSError, ValueError) as exc:
-            problem = str(exc) or type(exc).__name__
+                    f"Prometheus rejected the query {promql!r} (HTTP {status}): {reason}"
+                )
+            problem = f"HTTP {status}: {str(reason)[:300]}"
         if attempt < retries:
             sleep(retry_delay)
     raise PrometheusDown(
@@ -447,6 +452,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "interval": {"type": "float", "default": 15},
     "retries": {"type": "int", "default": 3},
     "request_timeout": {"type": "float", "default": 10},
+    "validate_certs": {"type": "bool", "default": True},
     "fail_on_breach": {"type": "bool", "default": True},
     "fail_on_insufficient_data": {"type": "bool", "default": False},
 }
@@ -476,6 +482,7 @@ def main() -> None:
             request_timeout=p["request_timeout"],
             retries=p["retries"],
             retry_delay=min(1.0, p["interval"]),
+            validate_certs=p["validate_certs"],
         )
 
     try:

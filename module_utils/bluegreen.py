@@ -29,10 +29,7 @@ import fcntl
 import json
 import os
 import secrets
-import ssl
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -1132,29 +1129,9 @@ def _canary_target(state: Mapping[str, Any], canary: Mapping[str, Any]) -> dict[
 # --- HTTP ------------------------------------------------------------------
 
 
-def fetch(
-    url: str,
-    request_timeout: float,
-    headers: Mapping[str, str] | None = None,
-    validate_certs: bool = True,
-) -> tuple[int | None, str, str | None]:
-    """GET a URL; return (status, body, transport error). HTTP errors are answers too."""
-    request = urllib.request.Request(url, headers=dict(headers or {}), method="GET")
-    context = None
-    if url.lower().startswith("https:") and not validate_certs:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(request, timeout=request_timeout, context=context) as reply:
-            return reply.status, reply.read(64 * 1024).decode("utf-8", "replace"), None
-    except urllib.error.HTTPError as exc:
-        body = exc.read(64 * 1024).decode("utf-8", "replace") if exc.fp else ""
-        return exc.code, body, None
-    except urllib.error.URLError as exc:
-        return None, "", f"no answer: {exc.reason}"
-    except (TimeoutError, OSError) as exc:
-        return None, "", f"no answer: {exc or type(exc).__name__}"
+# The GET that reads nginx's answer lives in module_utils/httpfetch.py
+# (ansible.module_utils.urls): only modules ask URLs, and this file must
+# import without Ansible for the host's retirement script.
 
 
 def edge_answer(status: int | None, body: str, error: str | None) -> dict[str, Any]:
