@@ -41,11 +41,14 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -350,6 +353,36 @@ def docker_containers(
 
 
 Fetch = Callable[..., tuple[int | None, str, str | None]]
+
+
+def fetch(
+    url: str,
+    request_timeout: float,
+    headers: Mapping[str, str] | None = None,
+    validate_certs: bool = True,
+) -> tuple[int | None, str, str | None]:
+    """GET a URL; return (status, body, transport error); HTTP errors are answers too.
+
+    The modules ask URLs through Ansible's client (module_utils/httpfetch.py); this
+    program runs on the host without Ansible, so it has this one standard-library GET."""
+    request = urllib.request.Request(url, headers=dict(headers or {}), method="GET")
+    context = None
+    if url.lower().startswith("https:") and not validate_certs:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(request, timeout=request_timeout, context=context) as reply:
+            return reply.status, reply.read(64 * 1024).decode("utf-8", "replace"), None
+    except urllib.error.HTTPError as exc:
+        body = exc.read(64 * 1024).decode("utf-8", "replace") if exc.fp else ""
+        return exc.code, body, None
+    except urllib.error.URLError as exc:
+        return None, "", f"no answer: {exc.reason}"
+    except (TimeoutError, OSError) as exc:
+        return None, "", f"no answer: {exc or type(exc).__name__}"
+
+
 Containers = Callable[[str], list[dict[str, Any]]]
 
 
@@ -360,7 +393,7 @@ class Host:
         self,
         settings: Settings,
         *,
-        fetch: Fetch = core.fetch,
+        fetch: Fetch = fetch,
         containers: Containers | None = None,
         command: core.Runner = run_command,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),

@@ -8,9 +8,8 @@ from typing import Any
 
 import health_gate
 import pytest
-from health_gate import judge, run_gate
-
 from conftest import GREEN_V2, HealthServer
+from health_gate import judge, run_gate
 
 FAST: dict[str, Any] = {"interval": 0.05, "request_timeout": 0.3}
 
