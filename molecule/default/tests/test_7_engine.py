@@ -160,6 +160,12 @@ def test_a_changed_env_for_the_live_version_rolls_out_blue_green(host: Any) -> N
         rc, out, _ = run_playbook("release.yml", "-e", f"app_version={version}", "-e", env)
     assert rc == 0 and re.search(r"changed=0 ", out), out[-2000:]
     assert "already serves" in out, out[-3000:]
+    # Planned in check mode (as CD's plan job), the same no-op says changed=0 too:
+    # the image is on the host, so its pull changes nothing.
+    rc, out, _ = run_playbook(
+        "release.yml", "-e", f"app_version={version}", "-e", env, "--check", "--diff"
+    )
+    assert rc == 0 and re.search(r"changed=0 ", out), out[-2000:]
     print(f"\n[config change] {prober.summary()}")
     assert not prober.failed(), prober.failed()[:5]
     # Back to the default configuration for the tests that follow (blue/green again).
