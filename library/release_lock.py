@@ -13,7 +13,9 @@ description:
     C(acquired_at) and C(expires_at) (UTC).
   - O(state=present) without O(token) takes a free or expired lock and returns a new RV(token);
     a lock held by someone else is waited for up to O(wait) seconds and then refused, naming its
-    holder. With O(token) it refreshes the lock this run holds (a heartbeat) and fails when the
+    holder, its last renewal and its expiry. With O(report_held) such a lock is reported at once
+    instead (RV(action) V(held), RV(held)), so that a run prints who holds it before it waits.
+    With O(token) it refreshes the lock this run holds (a heartbeat) and fails when the
     lock expired or was taken over, so the run stops before its next write.
   - O(state=absent) gives the lock back when O(token) holds it; a lock that was taken over in
     the meantime is left to its new holder.
@@ -47,6 +49,13 @@ options:
     default: 0
   force:
     description: Take over a lock that someone else holds and that has not expired.
+    type: bool
+    default: false
+  report_held:
+    description:
+      - Do not wait for a lock that someone else holds; return at once, unchanged, with
+        RV(action) V(held) and RV(held) (who holds it, its last renewal, its expiry and what to
+        do). A free or expired lock is taken as without it.
     type: bool
     default: false
 attributes:
@@ -86,7 +95,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 action:
-  description: What was done, one of C(created), C(refreshed), C(took_over), C(released), C(none).
+  description:
+    - What was done, one of C(created), C(refreshed), C(took_over), C(released), C(none), or
+      C(held) (with O(report_held), someone else holds the lock and nothing was done).
   returned: always
   type: str
 token:
@@ -94,9 +105,16 @@ token:
   returned: always
   type: str
 lock:
-  description: Content of the lock file after the task (null when there is none).
+  description:
+    - Content of the lock file after the task (null when there is none); C(renewed_at) is its
+      last renewal, C(taken) how it was taken over (C(how) V(expired) or V(forced), C(from),
+      C(at)), if it was.
   returned: always
   type: dict
+held:
+  description: Who holds the lock and what to do, when RV(action) is C(held); null otherwise.
+  returned: always
+  type: str
 took_over_from:
   description: The lock of someone else that was taken over or removed; null otherwise.
   returned: always
@@ -157,6 +175,7 @@ def run(
                         "lock": None,
                         "took_over_from": gone,
                         "waited": waited,
+                        "held": None,
                     }
                 action, lock, gone = plan_acquire(
                     path,
@@ -175,10 +194,20 @@ def run(
                     "lock": lock,
                     "took_over_from": gone,
                     "waited": waited,
+                    "held": None,
                 }
         except LockLost:
             raise
-        except LockError:
+        except LockError as exc:
+            if params.get("report_held") and params["state"] == "present" and not token:
+                return {
+                    "action": "held",
+                    "token": None,
+                    "lock": current,
+                    "took_over_from": None,
+                    "waited": waited,
+                    "held": str(exc),
+                }
             if waited >= params["wait"]:
                 raise
         sleep(1.0)
@@ -193,6 +222,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "ttl": {"type": "int", "default": 300},
     "wait": {"type": "int", "default": 0},
     "force": {"type": "bool", "default": False},
+    "report_held": {"type": "bool", "default": False},
 }
 
 

@@ -529,12 +529,28 @@ def is_expired(lock: Mapping[str, Any], now: datetime) -> bool:
     return expires is not None and expires <= now
 
 
-def describe_lock(path: str, lock: Mapping[str, Any]) -> str:
+def _since(moment: Any, now: datetime | None) -> str:
+    """`` (in N s)`` or `` (N s ago)`` for an ISO time, empty without ``now``."""
+    when = parse_iso(moment)
+    if now is None or when is None:
+        return ""
+    seconds = round((when - now).total_seconds())
+    return f" (in {seconds} s)" if seconds > 0 else f" ({-seconds} s ago)"
+
+
+def describe_lock(path: str, lock: Mapping[str, Any], now: datetime | None = None) -> str:
+    """Who holds the lock, since when, when it was last renewed and when it expires."""
     if "unreadable" in lock:
         return f"release lock {path} exists but cannot be read ({lock['unreadable']})"
+    renewed = lock.get("renewed_at")
     return (
-        f"release lock {path} is held by {lock['owner']} since {lock.get('acquired_at')} "
-        f"(expires {lock.get('expires_at')})"
+        f"release lock {path} is held by {lock['owner']} since {lock.get('acquired_at')}, "
+        + (
+            f"last renewed {renewed}{_since(renewed, now)}"
+            if renewed
+            else "last renewed: not recorded"
+        )
+        + f", expires {lock.get('expires_at')}{_since(lock.get('expires_at'), now)}"
     )
 
 
@@ -549,45 +565,87 @@ def plan_acquire(
 ) -> tuple[str, dict[str, Any], Mapping[str, Any] | None]:
     """Decide how to take or refresh the lock: (action, new lock, lock taken over or None).
 
-    Without ``token`` this takes a free or expired lock with a new token. With
-    ``token`` it refreshes the lock this run holds, and raises LockLost when the
-    lock is no longer this run's: that run must stop before its next write.
+    Without ``token`` this takes a free or expired lock with a new token; a lock
+    taken over records how (``taken``: expired or forced, from whom), so that
+    the run that lost it is told. With ``token`` it refreshes the lock this run
+    holds (``renewed_at``), and raises LockLost when the lock is no longer this
+    run's: that run must stop before its next write.
     """
     expires = iso(now + timedelta(seconds=ttl))
     if token is not None:
         check_held(path, current, token, now)
         assert current is not None  # check_held raised otherwise
-        return "refreshed", {**current, "expires_at": expires}, None
-    fresh = {"owner": owner, "token": new_token(), "acquired_at": iso(now), "expires_at": expires}
+        return "refreshed", {**current, "renewed_at": iso(now), "expires_at": expires}, None
+    fresh: dict[str, Any] = {
+        "owner": owner,
+        "token": new_token(),
+        "acquired_at": iso(now),
+        "renewed_at": iso(now),
+        "expires_at": expires,
+    }
     if current is None:
         return "created", fresh, None
-    if force or ("unreadable" not in current and is_expired(current, now)):
+    expired = "unreadable" not in current and is_expired(current, now)
+    if force or expired:
+        fresh["taken"] = {
+            "how": "expired" if expired else "forced",
+            "from": current.get("owner"),
+            "token": current.get("token"),
+            "expired_at": current.get("expires_at"),
+            "at": iso(now),
+        }
         return "took_over", fresh, current
     raise LockError(
-        f"{describe_lock(path, current)}; another release, rollback or retirement is running. "
-        f"Wait for it to finish or the lock to expire; if its holder is gone, take it over "
+        f"{describe_lock(path, current, now)}. Another release, rollback, repair or the "
+        f"retirement timer holds it, or a run that was killed left it: its lease then expires "
+        f"at most bluegreen_lock_ttl_s after its last renewal. Wait: the lock is taken as soon "
+        f"as its holder gives it back or it expires. If you know the holder is gone (no CD run "
+        f"in progress; playbooks/status.yml shows the lock and any drift), take it over now "
         f"with -e bluegreen_lock_force=true"
     )
 
 
 def check_held(path: str, current: Mapping[str, Any] | None, token: str, now: datetime) -> None:
-    """Raise LockLost unless the lock at ``path`` is held with ``token`` and has not expired."""
+    """Raise LockLost unless the lock at ``path`` is held with ``token`` and has not expired.
+
+    The message says what happened: the lock is gone, it expired and another
+    run took it over, another run took it over by force, or it expired.
+    """
+    stopped = "This run stopped before its next write"
     if current is None:
         raise LockLost(
-            f"this run's release lock {path} is gone (removed by hand or by a forced release); "
-            f"this run stopped before its next write. Look at what the host serves with "
-            f"playbooks/status.yml before rerunning"
+            f"this run's release lock {path} is gone: it was removed by hand, or a run that "
+            f"took it over (after it expired, or with bluegreen_lock_force) has finished and "
+            f"given it back. {stopped}. Look at what the host serves with playbooks/status.yml "
+            f"before rerunning"
         )
     if current.get("token") != token:
+        recorded = current.get("taken")
+        taken: Mapping[str, Any] = recorded if isinstance(recorded, Mapping) else {}
+        holder = describe_lock(path, current, now)
+        if taken.get("token") == token and taken.get("how") == "expired":
+            raise LockLost(
+                f"this run's release lock {path} expired at {taken.get('expired_at')} and was "
+                f"taken over at {taken.get('at')} by {current.get('owner')} ({holder}). {stopped}; "
+                f"the holder now decides what the host serves. Raise bluegreen_lock_ttl_s if a "
+                f"step legitimately takes that long"
+            )
+        if taken.get("token") == token and taken.get("how") == "forced":
+            raise LockLost(
+                f"this run's release lock {path} was taken over at {taken.get('at')} by a forced "
+                f"run (bluegreen_lock_force) of {current.get('owner')}, before it expired "
+                f"({taken.get('expired_at')}). {stopped}; the holder now decides what the host "
+                f"serves"
+            )
         raise LockLost(
-            f"this run's release lock was taken over: {describe_lock(path, current)}. This run "
-            f"stopped before its next write; the holder now decides what the host serves"
+            f"this run's release lock was taken over: {holder}. {stopped}; the holder now "
+            f"decides what the host serves"
         )
     if is_expired(current, now):
         raise LockLost(
-            f"this run's release lock {path} expired at {current.get('expires_at')}; this run "
-            f"stopped before its next write, since another run may have taken it. Raise "
-            f"bluegreen_lock_ttl_s if a step legitimately takes that long"
+            f"this run's release lock {path} expired at {current.get('expires_at')}; {stopped}, "
+            f"since another run may have taken it. Raise bluegreen_lock_ttl_s if a step "
+            f"legitimately takes that long"
         )
 
 
@@ -625,7 +683,12 @@ def fenced(
         check_held(lock_path, current, token, now())
         assert current is not None
         if lease_s:
-            current = {**current, "expires_at": iso(now() + timedelta(seconds=lease_s))}
+            moment = now()
+            current = {
+                **current,
+                "renewed_at": iso(moment),
+                "expires_at": iso(moment + timedelta(seconds=lease_s)),
+            }
             write_json_durably(lock_path, current)
         yield dict(current)
 

@@ -33,8 +33,10 @@ ACCEPT = ", ".join(
     ]
 )
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# The tag: Docker's grammar, as the bluegreen role's _bluegreen_tag_grammar
+# (tests/unit/test_version_tag.py holds both to one table).
 REFERENCE = re.compile(
-    r"(?P<registry>[^/]+)/(?P<repository>[a-z0-9._/-]+):(?P<tag>[\w][\w.-]{0,127})"
+    r"(?P<registry>[^/]+)/(?P<repository>[a-z0-9._/-]+):(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})"
 )
 
 

@@ -35,21 +35,27 @@ def release(version: str, *extra: str) -> tuple[int, str, float]:
 
 
 def test_pre_switch_hook_runs_before_traffic_moves(host: Any) -> None:
+    before = serving()[1]
     version = next_version()
     # A migration (a file in the shared volume), then a smoke test of the new
-    # colour through the edge with the preview token, before anyone is sent there.
+    # colour through the edge with the preview token, before anyone is sent there;
+    # the token upper-cased (header or cookie) is not the token: the stable colour answers.
     script = """
 import json, os, ssl, urllib.request
 env = os.environ
 print('migrating the job store to', env['APP_VERSION'])
 open('/data/migrated-' + env['APP_VERSION'], 'w').write(env['APP_COLOR'])
-request = urllib.request.Request(env['ARCHIBALD_EDGE_URL'] + '/health', headers={
-    'Host': env['ARCHIBALD_EDGE_HOST'],
-    env['ARCHIBALD_PREVIEW_HEADER']: env['ARCHIBALD_PREVIEW_TOKEN']})
 context = ssl.create_default_context()
 context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-with urllib.request.urlopen(request, context=context, timeout=10) as answer:
-    print('the preview serves', json.load(answer)['version'])
+def version(**headers):
+    request = urllib.request.Request(env['ARCHIBALD_EDGE_URL'] + '/health',
+                                     headers={'Host': env['ARCHIBALD_EDGE_HOST'], **headers})
+    with urllib.request.urlopen(request, context=context, timeout=10) as answer:
+        return json.load(answer)['version']
+token, header = env['ARCHIBALD_PREVIEW_TOKEN'], env['ARCHIBALD_PREVIEW_HEADER']
+print('the preview serves', version(**{header: token}))
+print('the upper-cased token header gets', version(**{header: token.upper()}))
+print('the upper-cased token cookie gets', version(Cookie='archibald_preview=' + token.upper()))
 """
     with Prober() as prober:
         rc, out, seconds = release(
@@ -64,6 +70,8 @@ with urllib.request.urlopen(request, context=context, timeout=10) as answer:
     )
     assert f"migrating the job store to {version}" in journal
     assert f"the preview serves {version}" in journal, journal
+    assert f"the upper-cased token header gets {before}" in journal, journal
+    assert f"the upper-cased token cookie gets {before}" in journal, journal
     assert PREVIEW_TOKEN not in out, "the preview token is in the run's output"
     # The hook's container is gone (cleanup), the colours are untouched by it.
     assert host.run("docker inspect archibald-hook-pre-switch").rc != 0

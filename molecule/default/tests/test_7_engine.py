@@ -73,7 +73,21 @@ def test_a_run_killed_between_switch_and_record_is_refused_then_repaired(host: A
             os.killpg(release.pid, signal.SIGKILL)
             release.communicate(timeout=30)
         assert read_state(host)["active"] == before[0], "the record was written before the kill"
-        # The killed run still holds the lock; its holder is gone, so take it over.
+        # The killed run still holds the lock: the next run names its holder, its last
+        # renewal and its expiry, and what to do, before it waits (2 s here) and stops.
+        rc, out, _ = run_playbook(
+            "release.yml", "-e", "app_version=v1", "-e", "bluegreen_lock_wait_s=2"
+        )
+        assert rc != 0, out[-3000:]
+        said = flat(out)
+        named = said.index("Say who holds the release lock before waiting for it")
+        waited = said.index("Wait for the release lock, up to bluegreen_lock_wait_s")
+        assert named < waited, out[-3000:]
+        held = said[named:waited]
+        for phrase in ("is held by", "release ", "last renewed", "expires", "s ago)", "(in "):
+            assert phrase in held, (phrase, held)
+        assert "-e bluegreen_lock_force=true" in held, held
+        # Its holder is gone, so take it over.
         rc, out, _ = run_playbook(
             "release.yml", "-e", "app_version=v1", "-e", "bluegreen_lock_force=true", *NO_WAIT
         )
@@ -146,6 +160,12 @@ def test_a_changed_env_for_the_live_version_rolls_out_blue_green(host: Any) -> N
         rc, out, _ = run_playbook("release.yml", "-e", f"app_version={version}", "-e", env)
     assert rc == 0 and re.search(r"changed=0 ", out), out[-2000:]
     assert "already serves" in out, out[-3000:]
+    # Planned in check mode (as CD's plan job), the same no-op says changed=0 too:
+    # the image is on the host, so its pull changes nothing.
+    rc, out, _ = run_playbook(
+        "release.yml", "-e", f"app_version={version}", "-e", env, "--check", "--diff"
+    )
+    assert rc == 0 and re.search(r"changed=0 ", out), out[-2000:]
     print(f"\n[config change] {prober.summary()}")
     assert not prober.failed(), prober.failed()[:5]
     # Back to the default configuration for the tests that follow (blue/green again).

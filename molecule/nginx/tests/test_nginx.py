@@ -182,13 +182,18 @@ def test_routes_to_the_right_upstream_with_path_kept(host: Host, path: str, port
 
 
 def test_upstream_gets_forwarding_headers_and_keepalive(host: Host) -> None:
-    seen = _upstream(host, "/api/x", extra="-H 'X-Forwarded-For: 203.0.113.9'")
+    seen = _upstream(
+        host,
+        "/api/x",
+        extra="-H 'X-Forwarded-For: 203.0.113.9' -H 'X-Archibald-Preview: any-token'",
+    )
     headers = {k.lower(): v for k, v in seen["headers"].items()}
     assert headers["host"] == NAME
     assert headers["x-forwarded-proto"] == "https"
     assert headers["x-forwarded-for"] == "127.0.0.1"  # the edge drops what the client claimed
     assert headers["x-real-ip"] == "127.0.0.1"
     assert "connection" not in headers  # HTTP/1.1 keepalive to the upstream
+    assert "x-archibald-preview" not in headers  # the preview token stops at the edge
 
 
 def test_metrics_are_never_public(host: Host) -> None:

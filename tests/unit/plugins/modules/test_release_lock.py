@@ -24,6 +24,7 @@ def params(directory: Path, **extra: Any) -> dict[str, Any]:
         "ttl": 300,
         "wait": 0,
         "force": False,
+        "report_held": False,
         **extra,
     }
 
@@ -55,6 +56,39 @@ def test_a_held_lock_is_waited_for_then_refused(tmp_path: Path) -> None:
     with pytest.raises(core.LockError, match="held by run B"):
         release_lock.run(params(tmp_path, wait=3), False, lambda: NOW, sleep=slept.append)
     assert slept == [1.0, 1.0, 1.0]
+
+
+def test_a_held_lock_is_reported_at_once_without_waiting(tmp_path: Path) -> None:
+    """report_held: the first attempt of a run names the holder before anyone waits."""
+    theirs = take(tmp_path, owner="run B")
+    slept: list[float] = []
+    later = NOW + timedelta(seconds=30)
+    result = release_lock.run(
+        params(tmp_path, wait=120, report_held=True), False, lambda: later, sleep=slept.append
+    )
+    assert slept == [] and result["waited"] == 0.0
+    assert result["action"] == "held" and result["token"] is None
+    assert result["lock"] == on_disk(tmp_path) == theirs["lock"]
+    held = " ".join(result["held"].split())
+    assert "held by run B since 2025-01-01T12:00:00Z" in held
+    assert "last renewed 2025-01-01T12:00:00Z (30 s ago)" in held
+    assert "expires 2025-01-01T12:05:00Z (in 270 s)" in held
+    assert "bluegreen_lock_force=true" in held
+
+
+def test_report_held_takes_a_free_lock(tmp_path: Path) -> None:
+    result = take(tmp_path, report_held=True)
+    assert result["action"] == "created" and result["held"] is None
+    assert on_disk(tmp_path)["token"] == result["token"]
+
+
+def test_module_reports_a_held_lock_unchanged(run_module: Any, tmp_path: Path) -> None:
+    run_module(release_lock.main, {"dir": str(tmp_path), "owner": "run A"})
+    held = run_module(
+        release_lock.main, {"dir": str(tmp_path), "owner": "run B", "report_held": True}
+    )
+    assert not held.get("failed") and not held["changed"]
+    assert held["action"] == "held" and "held by run A" in held["held"]
 
 
 def test_waiting_ends_when_the_holder_gives_the_lock_back(tmp_path: Path) -> None:
