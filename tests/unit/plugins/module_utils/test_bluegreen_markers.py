@@ -1,23 +1,21 @@
 """Prometheus' deploy markers (module_utils/bluegreen.py render_markers): the one
 owner of their text, which the role (bluegreen_state's markers_file) and the
 host's watchdog both write. The expected texts are what the role's template
-(deploy.prom.j2) rendered for the same states, byte for byte after its header."""
+(deploy.prom.j2, removed since) rendered for the same states, byte for byte after
+its header, with Ansible's clock at the write: a test compared the two before
+the role wrote the markers through this function."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from ansible.module_utils import bluegreen as core
-from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
 
 COLORS = ["blue", "green"]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)  # 1767225600
 LATER = T0 + timedelta(hours=1)  # the clock of the writer, when it is not the event's
-ROLE = Path(__file__).resolve().parents[4] / "roles" / "bluegreen"
 
 
 def step(state: dict[str, Any], minutes: int, **params: Any) -> dict[str, Any]:
@@ -162,38 +160,6 @@ def test_the_markers_say_who_serves_what_share_since_when(
     assert header.startswith("# ") and "module_utils/bluegreen.py" in header
     assert body == expected
     assert core.render_markers("archibald", COLORS, state, LATER + timedelta(days=1)) == rendered
-
-
-def render_template(state: dict[str, Any], now: datetime) -> str:
-    """What roles/bluegreen/templates/deploy.prom.j2 rendered, with Ansible's clock at ``now``."""
-
-    class Clock:
-        def timestamp(self) -> float:
-            return now.timestamp()
-
-    variables = {
-        "bluegreen_app": "archibald",
-        "bluegreen_colors": COLORS,
-        "_bluegreen_recorded": {"state": state},
-        "ansible_managed": "managed",
-        "now": lambda utc=False: Clock(),
-    }
-    source = trust_as_template((ROLE / "templates" / "deploy.prom.j2").read_text())
-    return str(Templar(loader=DataLoader(), variables=variables).template(source))
-
-
-@pytest.mark.parametrize(
-    "case",
-    ["plain switch", "canary at 5 %", "canary at 50 %", "after an abort", "after an auto-rollback"],
-)
-def test_the_same_text_as_the_roles_template(case: str) -> None:
-    """The role rendered the template right after the write: its clock was the event's."""
-    state, expected = CASES[case]
-    moved = next(
-        core.parse_iso(e["at"]) for e in reversed(state["history"]) if e["event"] != "mark_bad"
-    )
-    assert moved is not None
-    assert render_template(state, moved).split("\n", 1)[1] == expected
 
 
 def test_before_any_release_no_colour_serves_and_the_clock_is_the_writers() -> None:
