@@ -8,9 +8,11 @@ the role wrote the markers through this function."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from ansible.module_utils import bluegreen as core
 
 COLORS = ["blue", "green"]
@@ -172,3 +174,28 @@ def test_before_any_release_no_colour_serves_and_the_clock_is_the_writers() -> N
 def test_the_markers_file_is_the_apps_in_the_textfile_directory() -> None:
     found = core.markers_path("/var/lib/prometheus/node-exporter", "archibald")
     assert found == "/var/lib/prometheus/node-exporter/archibald_deploy.prom"
+
+
+def state_writes(node: Any) -> list[dict[str, Any]]:
+    """Every bluegreen_state call in a task file's tree (blocks included)."""
+    if isinstance(node, list):
+        return [found for item in node for found in state_writes(item)]
+    if not isinstance(node, dict):
+        return []
+    here = [node["bluegreen_state"]] if isinstance(node.get("bluegreen_state"), dict) else []
+    return here + [
+        found for key in ("block", "rescue", "always") for found in state_writes(node.get(key))
+    ]
+
+
+def test_every_move_the_role_records_writes_the_markers() -> None:
+    """A switch, a canary step or its end moves traffic: its write carries the markers."""
+    tasks = Path(__file__).resolve().parents[4] / "roles" / "bluegreen" / "tasks"
+    moves = {
+        f"{path.name}: {call.get('event')}": call.get("markers_file")
+        for path in sorted(tasks.glob("*.yml"))
+        for call in state_writes(yaml.safe_load(path.read_text()))
+        if call.get("action") in ("switch", "canary") and call.get("event") != "canary_pause"
+    }
+    assert len(moves) >= 4, moves  # move, repair, canary step, canary abort
+    assert moves == dict.fromkeys(moves, "{{ _bluegreen_markers_file }}")
