@@ -14,6 +14,10 @@ description:
   - Every write holds the directory's flock and checks that O(token) still holds the release
     lock, so a run whose lock expired or was taken over cannot write (it fails and says so). The
     file is replaced durably (fsync of the file and of the directory, then rename).
+  - With O(markers_file), Prometheus' deploy markers (which colour serves which version, each
+    colour's share of clients, when traffic last moved, the rollbacks by a gate) are written
+    there after the state, under the same lock, from the state written; the host's watchdog
+    writes the same text after its own switch (C(render_markers) in C(module_utils/bluegreen.py)).
   - An existing file that is not a valid state is never overwritten. The format, its validation
     and the write live in C(module_utils/bluegreen.py), the one owner of the record.
 options:
@@ -76,6 +80,13 @@ options:
     description: Number of history events kept (the oldest are dropped).
     type: int
     default: 50
+  markers_file:
+    description:
+      - Write Prometheus' deploy markers for node exporter's textfile collector to this file
+        (root, mode 0644) after every write action, from the state after it; written when their
+        text changes, so a rerun reports no change. The metrics are named after O(app).
+      - Not with V(read), which holds no lock.
+    type: path
   lease:
     description: Renew the release lock's lease for this many seconds from now before writing
       (every write is a heartbeat of the run that holds the lock); 0 leaves it as it is.
@@ -104,6 +115,7 @@ EXAMPLES = r"""
       version: "{{ app_version }}"
       digest: sha256:4f1c...
     by: "{{ release_owner }}"
+    markers_file: /var/lib/prometheus/node-exporter/archibald_deploy.prom
 
 - name: Mark a version bad after an automatic rollback
   bluegreen_state:
@@ -123,6 +135,11 @@ exists:
   description: Whether the state file existed (and was not empty) before the task.
   returned: always
   type: bool
+markers:
+  description: The deploy markers' file and whether its text changed (with O(markers_file)).
+  returned: when O(markers_file) is given
+  type: dict
+  sample: {"path": "/var/lib/prometheus/node-exporter/archibald_deploy.prom", "changed": true}
 event:
   description: The history event appended by this task, if any.
   returned: when an event was appended
@@ -145,6 +162,7 @@ from ansible.module_utils.bluegreen import (
     load_state,
     paths,
     read_text,
+    render_markers,
     render_state,
     write_durably,
 )
@@ -165,8 +183,15 @@ def run(
             f"action {params['action']} writes {path} and needs the release lock's token; take "
             f"the lock with release_lock first"
         )
+    markers_file = params.get("markers_file")
+    if markers_file and not writes:
+        raise BlueGreenError(
+            "markers_file is written after a change of the record, under the release lock; "
+            "action read changes nothing: give it with the write that moves traffic"
+        )
     lease = None if check_mode else params.get("lease")
     guard = fenced(params["dir"], params["token"], now, lease) if writes else nullcontext()
+    markers: dict[str, Any] = {}
     with guard:
         text = read_text(path)
         before = load_state(text, path, params.get("app"), colors)
@@ -174,6 +199,9 @@ def run(
         changed = event is not None
         if changed and not check_mode:
             write_durably(path, render_state(after), move=move)
+        if markers_file:
+            markers = write_markers(markers_file, params, colors, after, now(), check_mode, move)
+            changed = changed or markers["changed"]
     result: dict[str, Any] = {
         "changed": changed,
         "state": after,
@@ -187,7 +215,38 @@ def run(
     }
     if event is not None:
         result["event"] = event
+    if markers_file:
+        result["markers"] = markers
     return result
+
+
+def write_markers(
+    path: str,
+    params: Mapping[str, Any],
+    colors: list[str],
+    state: Mapping[str, Any],
+    at: datetime,
+    check_mode: bool,
+    move: Callable[[str, str], None],
+) -> dict[str, Any]:
+    """Write the deploy markers of ``state`` to ``path`` when their text changed."""
+    app = params.get("app") or state.get("app")
+    if not app:
+        raise BlueGreenError(
+            f"markers_file {path} needs the app's name for the metrics' names: pass app"
+        )
+    wanted = render_markers(str(app), colors, state, at)
+    changed = read_text(path) != wanted
+    if changed and not check_mode:
+        try:
+            write_durably(path, wanted, mode=0o644, move=move)
+        except (BlueGreenError, OSError) as exc:
+            raise BlueGreenError(
+                f"the record in {params['dir']} was written, but not the deploy markers {path}: "
+                f"{exc}. Prometheus' markers name what served before; create node exporter's "
+                f"textfile directory (provision the host) and rerun"
+            ) from exc
+    return {"path": path, "changed": changed}
 
 
 ARGUMENT_SPEC: dict[str, Any] = {
@@ -221,6 +280,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "colors": {"type": "list", "elements": "str", "default": ["blue", "green"]},
     "history_limit": {"type": "int", "default": 50},
     "lease": {"type": "int", "default": 0},
+    "markers_file": {"type": "path"},
 }
 
 

@@ -792,6 +792,95 @@ def switch_upstreams(
     return {"changed": True, "reloaded": True, "diff": diff}
 
 
+# --- deploy markers --------------------------------------------------------
+
+# The history events that move traffic: the deploy markers' switch time is the
+# last of them (a restart by the watchdog, a pause or a bad mark moves nothing).
+TRAFFIC_EVENTS = (
+    "switch",
+    "rollback",
+    "auto_rollback",
+    "repair",
+    "canary_start",
+    "canary_step",
+    "canary_abort",
+    "watchdog_switch",
+)
+# What the markers count as releases rolled back by a gate.
+ROLLBACK_EVENTS = ("auto_rollback", "canary_abort")
+
+
+def markers_path(textfile_dir: str, app: str) -> str:
+    """The deploy markers' file in node exporter's textfile directory."""
+    return os.path.join(textfile_dir, f"{app}_deploy.prom")
+
+
+def _label(value: Any) -> str:
+    """A label value in Prometheus' text format (backslash, quote and newline escaped)."""
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def switch_moment(state: Mapping[str, Any], now: datetime) -> datetime:
+    """When traffic last moved: the last such event of the history, else ``switched_at``,
+    else ``now``. Rewriting the markers without a move keeps it."""
+    for event in reversed(state.get("history") or []):
+        if isinstance(event, Mapping) and event.get("event") in TRAFFIC_EVENTS:
+            moment = parse_iso(event.get("at"))
+            if moment is not None:
+                return moment
+    return parse_iso(state.get("switched_at")) or now
+
+
+def render_markers(app: str, colors: Sequence[str], state: Mapping[str, Any], now: datetime) -> str:
+    """Prometheus' deploy markers (node exporter's textfile collector) for a state.
+
+    The one owner of their text: the role writes it after each move of traffic
+    (bluegreen_state's ``markers_file``) and the host's watchdog after its own
+    switch. Which colour serves which version, when traffic last moved (see
+    ``switch_moment``; ``now`` only when the record names no move), the releases
+    rolled back by a gate, and each colour's share of clients (a canary's weight).
+    """
+    active = state.get("active")
+    canary = state.get("canary") or {}
+    weight = int(canary.get("weight") or 0)
+    rollbacks = sum(
+        1
+        for event in state.get("history") or []
+        if isinstance(event, Mapping) and event.get("event") in ROLLBACK_EVENTS
+    )
+    version = ((state.get("colors") or {}).get(active) or {}).get("version")
+    lines = [
+        f"# Written by the release engine and the host's watchdog "
+        f"(module_utils/bluegreen.py render_markers); {app}'s record is state.json.",
+        f"# HELP {app}_deploy_info The colour serving traffic and its version.",
+        f"# TYPE {app}_deploy_info gauge",
+    ]
+    if active is not None:
+        lines.append(f'{app}_deploy_info{{color="{_label(active)}",version="{_label(version)}"}} 1')
+    lines += [
+        f"# HELP {app}_deploy_switch_timestamp_seconds When traffic last moved (a switch, "
+        f"a canary step, an abort).",
+        f"# TYPE {app}_deploy_switch_timestamp_seconds gauge",
+        f"{app}_deploy_switch_timestamp_seconds {int(switch_moment(state, now).timestamp())}",
+        f"# HELP {app}_deploy_auto_rollbacks_total Releases rolled back by the metric gate.",
+        f"# TYPE {app}_deploy_auto_rollbacks_total counter",
+        f"{app}_deploy_auto_rollbacks_total {rollbacks}",
+        f"# HELP {app}_traffic_weight_percent Share of clients each colour gets (a canary's "
+        f"step, else 100 and 0).",
+        f"# TYPE {app}_traffic_weight_percent gauge",
+    ]
+    for color in colors:
+        if canary and color == canary.get("color"):
+            share = weight
+        elif color == active:
+            share = 100 - weight
+        else:
+            share = 0
+        lines.append(f'{app}_traffic_weight_percent{{color="{_label(color)}"}} {share}')
+    return "\n".join(lines) + "\n"
+
+
 # --- images ----------------------------------------------------------------
 
 

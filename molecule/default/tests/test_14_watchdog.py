@@ -1,14 +1,16 @@
 """The host's watchdog heals the live colour by itself, with no playbook running:
 a hung backend (docker pause) under light load, and a colour that crash-loops.
-Users must be served again within 15 s; the record shows the watchdog's switch
-and its counter for Prometheus rose. Each test starts from the host as the part
-before left it (one colour serving a good version, no canary, the watchdog
-running) and leaves it so: the watchdog's own switch goes back to that colour."""
+Users must be served again within 15 s; the record shows the watchdog's switch,
+its counter for Prometheus rose and the deploy markers name the colour it
+switched to. Each test starts from the host as the part before left it (one
+colour serving a good version, no canary, the watchdog running) and leaves it
+so: the watchdog's own switch goes back to that colour."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -50,6 +52,36 @@ def actions(host: Any) -> dict[str, float]:
         elif name.startswith("archibald_watchdog_last_action_timestamp_seconds"):
             found["last"] = float(value)
     return found
+
+
+def deploy_markers(host: Any) -> dict[str, Any]:
+    """Prometheus' deploy markers as node exporter exports them: who serves (colour,
+    version), each colour's share, when traffic last moved."""
+    out = host.check_output(
+        "curl -fsS http://127.0.0.1:9100/metrics | grep -E '^archibald_(deploy|traffic)_' || true"
+    )
+    found: dict[str, Any] = {"serving": [], "weights": {}, "switched": None}
+    for line in out.splitlines():
+        name, value = line.rsplit(" ", 1)
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', name))
+        if name.startswith("archibald_deploy_info{") and float(value) == 1:
+            found["serving"].append((labels.get("color"), labels.get("version")))
+        elif name.startswith("archibald_traffic_weight_percent{"):
+            found["weights"][labels.get("color")] = float(value)
+        elif name.startswith("archibald_deploy_switch_timestamp_seconds"):
+            found["switched"] = float(value)
+    return found
+
+
+def assert_markers_follow(host: Any, event: dict[str, Any], version: str) -> None:
+    """The deploy markers name the colour the watchdog switched to (TargetDown watches
+    it), with all the traffic, since the switch the record shows."""
+    markers = deploy_markers(host)
+    assert markers == {
+        "serving": [(event["to"], version)],
+        "weights": {event["to"]: 100.0, event["from"]: 0.0},
+        "switched": float(int(at(event["at"]))),
+    }, (markers, event)
 
 
 def serving_or_none() -> tuple[str, str] | None:
@@ -169,6 +201,7 @@ def test_a_hung_live_backend_is_healed_within_15_s(host: Any, known_state: tuple
     assert len(events) == switches + 1, events[-2:]
     assert (events[-1]["from"], events[-1]["to"]) == (live, start_color), events[-1]
     assert read_state(host)["active"] == start_color
+    assert_markers_follow(host, events[-1], start_version)
     assert after.get("switch", 0) == before.get("switch", 0) + 1, (before, after)
     journal = host.check_output(f"journalctl -u {UNIT} --since '{since}' --no-pager -o cat")
     assert '"event": "watchdog_switch"' in journal, journal[-2000:]
@@ -216,6 +249,7 @@ def test_a_crash_looping_live_colour_is_healed_within_15_s(host: Any, known_stat
     try:
         assert (event["from"], event["to"]) == (live, start_color), event
         assert serving() == (start_color, start_version)
+        assert_markers_follow(host, event, start_version)
         assert healed <= REACTION_S, healed
         assert load.gap() <= REACTION_S
         assert after.get("switch", 0) == before.get("switch", 0) + 1, (before, after)

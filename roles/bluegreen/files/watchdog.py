@@ -16,8 +16,10 @@ acts under the release lock, with a token of its own:
 * the warm colour runs, answers healthy with its recorded version, and that
   version is not marked bad: traffic moves there with the switch a release
   makes (the colour's upstream file written by the role, ``nginx -t``, reload,
-  verified through nginx), recorded as ``watchdog_switch``; the failed colour
-  keeps its rollback window, then the retirement timer stops it;
+  verified through nginx), recorded as ``watchdog_switch``, with Prometheus'
+  deploy markers rewritten (the role's text, bluegreen.render_markers) so that
+  they name the colour that serves; the failed colour keeps its rollback window,
+  then the retirement timer stops it;
 * otherwise: ``docker restart`` of the live colour's failing containers,
   recorded as ``watchdog_restart``.
 
@@ -28,6 +30,8 @@ disagree (that is for playbooks/repair.yml). After an action it waits
 ``cooldown_s`` before it acts again. Each action is a JSON line in the journal,
 a counter for Prometheus (node exporter's textfile collector) and a line of
 ``watchdog.json`` in the app's directory, which playbooks/status.yml prints.
+At its start it also rewrites the deploy markers from the record when they do
+not match it (their switch time is the record's last move, never the clock's).
 
 The record's format, the lock and the switch belong to bluegreen.py, installed
 beside it from the repository's module_utils/ (PYTHONPATH in the unit).
@@ -81,6 +85,8 @@ class Settings:
     edge_host: str
     edge_validate_certs: bool
     textfile: str
+    # Prometheus' deploy markers, the role's too (bluegreen.render_markers).
+    markers_file: str
     interval_s: float = 2.0
     timeout_s: float = 2.0
     failures: int = 3
@@ -609,6 +615,7 @@ class Host:
             if event is not None:
                 new["history"][-1] = {**new["history"][-1], "reason": reason}
             core.write_durably(self.files["state"], core.render_state(new))
+            self.write_markers(new)
             deadline = int(at.timestamp()) + s.rollback_window_s
             core.write_json_durably(
                 self.files["retire"][live],
@@ -690,9 +697,9 @@ class Host:
                 "ok": ok,
                 "by": s.owner,
             }
-            core.write_durably(
-                self.files["state"], core.render_state(core.append_event(fresh, event))
-            )
+            fresh = core.append_event(fresh, event)
+            core.write_durably(self.files["state"], core.render_state(fresh))
+            self.write_markers(fresh)  # no move of traffic: the switch time stays
         self.log(
             "watchdog_restart" if ok else "watchdog_restart_failed",
             color=live,
@@ -705,6 +712,29 @@ class Host:
         return (RESTART if ok else "failed"), why
 
     # -- status and metrics -----------------------------------------------------
+
+    def write_markers(self, state: Mapping[str, Any]) -> None:
+        """Prometheus' deploy markers for ``state``, the role's text (bluegreen.render_markers).
+
+        The caller holds the directory's flock. Written only when the text changes; a
+        failure is logged and changes nothing else: traffic and the record stay as they are.
+        """
+        s = self.settings
+        wanted = core.render_markers(s.app, s.colors, state, self.wall())
+        try:
+            if core.read_text(s.markers_file) != wanted:
+                core.write_durably(s.markers_file, wanted)
+        except (core.BlueGreenError, OSError) as exc:
+            self.log("watchdog_markers_failed", path=s.markers_file, reason=str(exc))
+
+    def sync_markers(self) -> None:
+        """At the start: the deploy markers from the record as it stands (a switch whose
+        markers were not written). Under the directory's flock, so a release writing the
+        record and its markers comes before or after, never between."""
+        with core.directory_lock(self.settings.dir):
+            state = self.read_state()
+            if state is not None and state.get("active"):
+                self.write_markers(state)
 
     def read_status(self) -> dict[str, Any]:
         try:
@@ -794,6 +824,10 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     memory = Memory(started=time.monotonic())
     host.update()
+    try:
+        host.sync_markers()
+    except (core.BlueGreenError, OSError) as exc:
+        log_json("watchdog_markers_failed", path=settings.markers_file, reason=str(exc))
     log_json(
         "watchdog_started",
         app=settings.app,

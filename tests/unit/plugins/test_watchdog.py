@@ -53,6 +53,7 @@ def settings(tmp: Path | None = None, **changes: Any) -> Any:
         "edge_host": "localhost",
         "edge_validate_certs": False,
         "textfile": str(base / "textfile" / "archibald_watchdog.prom"),
+        "markers_file": str(base / "textfile" / "archibald_deploy.prom"),
         "verify_timeout_s": 0.05,
     }
     return wd.Settings(**{**values, **changes})
@@ -438,6 +439,83 @@ def test_the_counters_survive_a_restart_of_the_watchdog(host: Any) -> None:
     assert again.status["actions"] == {"switch": 1, "restart": 0}
 
 
+# --- Prometheus' deploy markers ------------------------------------------------------
+
+
+def markers(tmp: Path) -> str:
+    return (tmp / "textfile" / "archibald_deploy.prom").read_text()
+
+
+def switched_at(text: str) -> int:
+    found = [line for line in text.splitlines() if line.startswith("archibald_deploy_switch_")]
+    assert len(found) == 1, text
+    return int(found[0].rsplit(" ", 1)[1])
+
+
+def with_markers(tmp: Path, record: dict[str, Any]) -> str:
+    """The host as a release left it: ``record`` with its switch at T0, and its markers."""
+    event = {"at": core.iso(T0), "event": "switch", "from": None, "to": record["active"]}
+    record = core.append_event(record, event)
+    (tmp / "state" / "state.json").write_text(core.render_state(record))
+    text = core.render_markers("archibald", ["blue", "green"], record, T0)
+    (tmp / "textfile" / "archibald_deploy.prom").write_text(text)
+    return text
+
+
+def test_its_switch_moves_the_deploy_markers_to_the_colour_it_switched_to(host: Any) -> None:
+    """The defect: the markers named the failed colour after the watchdog's switch, so
+    TargetDown watched it and the traffic weights said 100 % to it."""
+    h, _, tmp = host
+    with_markers(tmp, state())
+    assert h.act(h.observe(), "3 failed probes of blue in a row")[0] == "switch"
+    text = markers(tmp)
+    assert 'archibald_deploy_info{color="green",version="v2"} 1' in text
+    assert 'archibald_deploy_info{color="blue"' not in text
+    assert 'archibald_traffic_weight_percent{color="green"} 100' in text
+    assert 'archibald_traffic_weight_percent{color="blue"} 0' in text
+    moved = core.parse_iso(recorded(tmp)["history"][-1]["at"])
+    assert switched_at(text) == int(moved.timestamp()) > int(T0.timestamp())
+    # The role's text for the record, to the byte: one owner.
+    assert text == core.render_markers("archibald", ["blue", "green"], recorded(tmp), T0)
+    assert oct((tmp / "textfile" / "archibald_deploy.prom").stat().st_mode & 0o777) == "0o644"
+
+
+def test_its_restart_of_the_live_colour_keeps_the_switch_time(host: Any) -> None:
+    h, fake, tmp = host
+    before = with_markers(tmp, state())
+    fake.down.add(8201)  # the warm colour is not healthy: restart
+    assert h.act(h.observe(), "3 failed probes of blue in a row")[0] == "restart"
+    assert recorded(tmp)["history"][-1]["event"] == "watchdog_restart"
+    assert markers(tmp) == before
+    assert switched_at(markers(tmp)) == int(T0.timestamp())
+
+
+def test_at_its_start_it_puts_right_markers_that_do_not_match_the_record(host: Any) -> None:
+    """A switch whose markers were not written (an older watchdog, a full disk)."""
+    h, _, tmp = host
+    with_markers(tmp, state(active="green"))
+    stale = core.render_markers(
+        "archibald", ["blue", "green"], recorded(tmp) | {"active": "blue"}, T0
+    )
+    (tmp / "textfile" / "archibald_deploy.prom").write_text(stale)
+    h.sync_markers()
+    assert 'archibald_deploy_info{color="green",version="v2"} 1' in markers(tmp)
+    assert switched_at(markers(tmp)) == int(T0.timestamp()), "a restart moved the switch time"
+    h.sync_markers()
+    assert markers(tmp) == core.render_markers("archibald", ["blue", "green"], recorded(tmp), T0)
+
+
+def test_without_the_textfile_directory_the_switch_still_counts(host: Any) -> None:
+    h, _, tmp = host
+    for found in (tmp / "textfile").iterdir():
+        found.unlink()
+    (tmp / "textfile").rmdir()
+    assert h.act(h.observe(), "3 failed probes of blue in a row")[0] == "switch"
+    assert recorded(tmp)["active"] == "green"
+    failed = [fields for event, fields in h.lines if event == "watchdog_markers_failed"]
+    assert failed and "does not exist" in failed[0]["reason"]
+
+
 def test_metrics_exist_before_any_action() -> None:
     status = {"actions": {"switch": 0, "restart": 0}, "live": "blue", "healthy": True}
     text = wd.render_metrics("archibald", status)
@@ -517,6 +595,8 @@ def test_the_settings_the_role_writes_are_what_the_watchdog_reads() -> None:
     worst = loaded.interval_s + loaded.failures * max(loaded.interval_s, loaded.timeout_s)
     assert worst + 1 <= 15, worst
     assert loaded.textfile == "/var/lib/prometheus/node-exporter/archibald_watchdog.prom"
+    # The same file as the role's deploy markers (bluegreen_state's markers_file).
+    assert loaded.markers_file == "/var/lib/prometheus/node-exporter/archibald_deploy.prom"
 
 
 def test_bad_settings_say_what_to_do() -> None:

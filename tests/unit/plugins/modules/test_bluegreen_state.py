@@ -135,3 +135,108 @@ def test_module_names_the_lost_lock(run_module: Any, tmp_path: Path) -> None:
     result = run_module(bluegreen_state.main, params(tmp_path))
     assert result["failed"]
     assert "taken over" in result["msg"] and "stopped before its next write" in result["msg"]
+
+
+# --- the deploy markers ----------------------------------------------------------
+
+
+def markers_of(directory: Path) -> Path:
+    (directory / "textfile").mkdir(exist_ok=True)
+    return directory / "textfile" / "archibald_deploy.prom"
+
+
+@pytest.mark.parametrize(
+    ("extra", "active", "weights"),
+    [
+        ({}, "blue", ("100", "0")),
+        (
+            {
+                "action": "canary",
+                "color": None,
+                "record": None,
+                "event": "canary_start",
+                "canary": {
+                    "color": "green",
+                    "version": "v2",
+                    "digest": None,
+                    "weight": "25",
+                    "step": "0",
+                    "steps": [{"weight": 25}],
+                    "paused": False,
+                    "since": None,
+                    "by": "ci",
+                },
+            },
+            "blue",
+            ("75", "25"),
+        ),
+    ],
+    ids=["switch", "canary step"],
+)
+def test_the_markers_follow_the_record_written(
+    tmp_path: Path, extra: dict[str, Any], active: str, weights: tuple[str, str]
+) -> None:
+    take_lock(tmp_path)
+    markers = markers_of(tmp_path)
+    if extra:
+        run(tmp_path)  # blue serves v1 first
+    result = run(tmp_path, markers_file=str(markers), **extra)
+    assert result["changed"] and result["markers"] == {"path": str(markers), "changed": True}
+    written = markers.read_text()
+    assert written == core.render_markers("archibald", ["blue", "green"], result["state"], NOW)
+    assert f'archibald_deploy_info{{color="{active}",version="v1"}} 1' in written
+    assert f'archibald_traffic_weight_percent{{color="blue"}} {weights[0]}' in written
+    assert f'archibald_traffic_weight_percent{{color="green"}} {weights[1]}' in written
+    assert oct(markers.stat().st_mode & 0o777) == "0o644"
+    assert not list(markers.parent.glob(".*")), "a temporary file was left in the textfile dir"
+
+
+def test_the_markers_are_rewritten_only_when_their_text_changes(tmp_path: Path) -> None:
+    take_lock(tmp_path, expires_in=7200)
+    markers = markers_of(tmp_path)
+    run(tmp_path)  # recorded before the role wrote markers (or they were deleted)
+    again = run(tmp_path, markers_file=str(markers))
+    assert again["changed"] and "event" not in again and again["markers"]["changed"]
+    later = bluegreen_state.run(
+        params(tmp_path, markers_file=str(markers)),
+        lambda: NOW + timedelta(hours=1),
+        False,
+        os.replace,
+    )
+    assert not later["changed"] and not later["markers"]["changed"]
+    assert f"archibald_deploy_switch_timestamp_seconds {int(NOW.timestamp())}\n" in (
+        markers.read_text()
+    )
+
+
+def test_check_mode_writes_no_markers(tmp_path: Path) -> None:
+    take_lock(tmp_path)
+    markers = markers_of(tmp_path)
+    result = run(tmp_path, check=True, markers_file=str(markers))
+    assert result["changed"] and result["markers"]["changed"] and not markers.exists()
+
+
+def test_a_run_without_the_lock_writes_no_markers(tmp_path: Path) -> None:
+    take_lock(tmp_path, token="someone-else")
+    markers = markers_of(tmp_path)
+    with pytest.raises(core.LockLost, match="taken over"):
+        run(tmp_path, markers_file=str(markers))
+    assert not markers.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"action": "read", "token": None}, "action read changes nothing"),
+        ({"app": None}, "needs the app's name"),
+        (
+            {"markers_file": "/nonexistent/archibald_deploy.prom"},
+            r"the record in .* was written, but not the deploy markers .*provision the host",
+        ),
+    ],
+    ids=["read", "no app", "no textfile directory"],
+)
+def test_markers_errors_say_what_to_do(tmp_path: Path, extra: dict[str, Any], message: str) -> None:
+    take_lock(tmp_path)
+    with pytest.raises(core.BlueGreenError, match=message):
+        run(tmp_path, **{"markers_file": str(markers_of(tmp_path)), **extra})
