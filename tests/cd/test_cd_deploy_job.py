@@ -200,6 +200,12 @@ def run_deploy_job(
 
 
 ALWAYS = ["__0", "__1", "venv", "access", "before", "release"]
+WATCHDOG = "archibald-watchdog"
+
+
+def on_host(*command: str, check: bool = True) -> None:
+    """Run a command on the sandbox host."""
+    subprocess.run(["docker", "exec", sandbox.NAME, *command], check=check, capture_output=True)
 
 
 def test_good_release_passes_without_rollback(host: None, workspace: Path) -> None:
@@ -219,24 +225,21 @@ def test_failed_verify_fails_the_job_and_rolls_back(host: None, workspace: Path)
 
     def freeze_new_release(step_id: str, step: gha.StepResult) -> None:
         # The new release dies right after the playbook finished: its
-        # containers stop answering (frozen), so the public check fails.
+        # containers stop answering (frozen), so the public check fails. The
+        # host's watchdog would move traffic back by itself within seconds
+        # (test_14_watchdog proves it): it is paused here, as an operator
+        # pauses it (OPERATIONS 2.9), so that CD's own rollback is what is tested.
         if step_id == "release" and step.outcome == "success":
+            on_host("systemctl", "stop", WATCHDOG)
             frozen.extend(containers_of("v2"))
-            subprocess.run(
-                ["docker", "exec", sandbox.NAME, "docker", "pause", *frozen],
-                check=True,
-                capture_output=True,
-            )
+            on_host("docker", "pause", *frozen)
 
     try:
         result = run_deploy_job(workspace, "verify-fails", "v2", after_step=freeze_new_release)
     finally:
         if frozen:
-            subprocess.run(
-                ["docker", "exec", sandbox.NAME, "docker", "unpause", *frozen],
-                check=False,
-                capture_output=True,
-            )
+            on_host("docker", "unpause", *frozen, check=False)
+        on_host("systemctl", "start", WATCHDOG, check=False)
     assert frozen, "the release step did not succeed, so the fault was never injected"
     assert result.conclusion == "failure"
     assert result.step("release").outcome == "success"
