@@ -310,7 +310,7 @@ def test_healthy_canary_passes_at_2_requests_a_second(host: Any) -> None:
     """A 50 % step of about 4 requests/s, 2/s to the canary, judged 10 s, with
     bluegreen_analysis_allow_no_data false (the scenario's): the fixed rule's 50 requests
     never come in 10 s, but twelve clean requests are evidence enough, so the step passes
-    and everyone moves; nothing failed (issue 24)."""
+    when its 10 s end and everyone moves; nothing failed (issue 24)."""
     old_color, _ = serving()
     version = next_version()
     with Load(workers=1, sticky=0, pause_s=0.23) as load:
@@ -336,7 +336,12 @@ def test_healthy_canary_passes_at_2_requests_a_second(host: Any) -> None:
         f"{len(load.failed())} of {len(load.samples)} failed; release {seconds:.0f} s"
     )
     assert (step.group(2), step.group(3)) == ("pass", "sprt"), out[-3000:]
-    assert judged and int(judged.group(2)) < 50, "the fixed rule would have judged this"
+    # Decided when the step's 10 s ended, not after waiting for more evidence
+    # (bluegreen_canary_max_wait_s). The count of judged requests is not the
+    # measure: it runs from the read before the share moved, so a slow machine
+    # (three lanes on two cores) adds requests to it without any change in
+    # the judgement.
+    assert float(step.group(4)) < 20, f"the step waited {step.group(4)} s for a decision"
     assert not load.failed()
 
 
