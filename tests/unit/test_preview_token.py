@@ -14,6 +14,12 @@ the stand-in upstream gets no preview header; the whole stack
 from __future__ import annotations
 
 import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,10 +122,87 @@ def test_preflight_takes_a_whole_token(token: str, accepted: bool) -> None:
     assert all(templar.evaluate_conditional(trust_as_template(c)) for c in conditions) is accepted
 
 
-def test_the_site_clears_the_preview_header_before_every_proxy_pass() -> None:
+def test_the_site_clears_the_preview_header_and_cookie_before_every_proxy_pass() -> None:
     conf = render_site()
     blocks = re.findall(r"^    location ([^{]*)\{\n(.*?)^    \}", conf, re.M | re.S)
     proxied = {name.strip(): body for name, body in blocks if "proxy_pass" in body}
     assert {"/api/", "= /health", "/"} <= set(proxied), sorted(proxied)
     for name, body in proxied.items():
         assert f'proxy_set_header {HEADER} "";' in body, f"location {name} forwards {HEADER}"
+        assert "proxy_set_header Cookie $archibald_cookie_upstream;" in body, (
+            f"location {name} forwards the preview cookie"
+        )
+
+
+def _site_cookie_map() -> str:
+    found = re.search(
+        r"^map \$http_cookie \$archibald_cookie_upstream \{\n.*?^\}\n", render_site(), re.M | re.S
+    )
+    assert found, "the site has no map of the Cookie header the app gets"
+    return found.group(0)
+
+
+@pytest.fixture(scope="module")
+def cookie_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real nginx on loopback with the site's own Cookie map, answering what it would
+    send upstream: the map is judged by nginx's PCRE, not by a copy of it in Python."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    prefix = tmp_path_factory.mktemp("nginx")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (prefix / "nginx.conf").write_text(
+        f"daemon off;\npid {prefix}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n"
+        f"access_log off;\nclient_body_temp_path {prefix};\nproxy_temp_path {prefix};\n"
+        f"fastcgi_temp_path {prefix};\nuwsgi_temp_path {prefix};\nscgi_temp_path {prefix};\n"
+        f"{_site_cookie_map()}"
+        f"server {{\n listen 127.0.0.1:{port};\n"
+        ' location / { return 200 "[$archibald_cookie_upstream]"; }\n}\n}\n'
+    )
+    proc = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url, timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, "nginx did not start with the site's Cookie map"
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("cookie", "upstream"),
+    [
+        (f"archibald_preview={TOKEN}", ""),
+        (f"archibald_preview={TOKEN}; session=abc", "session=abc"),
+        (f"session=abc; archibald_preview={TOKEN}", "session=abc"),
+        (f"a=1; archibald_preview={TOKEN}; b=2", "a=1; b=2"),
+        (f"a=1;archibald_preview={TOKEN};b=2", "a=1;b=2"),
+        (f"a=1; ARCHIBALD_PREVIEW={TOKEN.upper()}", "a=1"),
+        ("a=1; my_archibald_preview=x; b=2", "a=1; my_archibald_preview=x; b=2"),
+        ("session=abc", "session=abc"),
+        (None, ""),
+    ],
+    ids=[
+        "alone",
+        "first",
+        "last",
+        "middle",
+        "unspaced",
+        "upper-case",
+        "other-name",
+        "none",
+        "no-header",
+    ],
+)
+def test_the_app_never_gets_the_preview_cookie(
+    cookie_edge: str, cookie: str | None, upstream: str
+) -> None:
+    request = urllib.request.Request(cookie_edge, headers={"Cookie": cookie} if cookie else {})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert answer.read().decode() == f"[{upstream}]"

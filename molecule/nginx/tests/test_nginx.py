@@ -185,7 +185,8 @@ def test_upstream_gets_forwarding_headers_and_keepalive(host: Host) -> None:
     seen = _upstream(
         host,
         "/api/x",
-        extra="-H 'X-Forwarded-For: 203.0.113.9' -H 'X-Archibald-Preview: any-token'",
+        extra="-H 'X-Forwarded-For: 203.0.113.9' -H 'X-Archibald-Preview: any-token' "
+        "-H 'Cookie: session=abc; archibald_preview=any-token; theme=dark'",
     )
     headers = {k.lower(): v for k, v in seen["headers"].items()}
     assert headers["host"] == NAME
@@ -194,6 +195,7 @@ def test_upstream_gets_forwarding_headers_and_keepalive(host: Host) -> None:
     assert headers["x-real-ip"] == "127.0.0.1"
     assert "connection" not in headers  # HTTP/1.1 keepalive to the upstream
     assert "x-archibald-preview" not in headers  # the preview token stops at the edge
+    assert headers["cookie"] == "session=abc; theme=dark"  # its cookie too, the rest passes
 
 
 def test_metrics_are_never_public(host: Host) -> None:
