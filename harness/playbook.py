@@ -65,3 +65,16 @@ def run(
         f"rc={result.returncode} in {elapsed:.1f} s"
     )
     return result.returncode, result.stdout + result.stderr, elapsed
+
+
+def failed_tasks(output: str, most: int = 30) -> str:
+    """The task headers and the failure lines of an Ansible run's output (its last
+    lines when none is marked): what a test's error shows of a run whose log CI does not
+    keep."""
+    lines = output.splitlines()
+    keep: list[str] = []
+    for i, line in enumerate(lines):
+        if line.startswith(("fatal:", "failed:", "ERROR!")) or "UNREACHABLE!" in line:
+            task = next((t for t in reversed(lines[:i]) if t.startswith("TASK [")), "")
+            keep += [task, *lines[i : i + 4]]
+    return "\n".join((keep or lines)[-most:])

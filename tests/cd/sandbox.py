@@ -49,23 +49,11 @@ def run(cmd: list[str]) -> None:
     if result.returncode != 0:
         with path.open(errors="replace") as log:
             log.seek(began)
-            why = failed_tasks(log.read())
+            why = playbook.failed_tasks(log.read())
         raise RuntimeError(
             f"{cmd[0]} {cmd[1]} failed ({result.returncode}); what failed:\n{why}\n"
             f"(the whole output: {path})"
         )
-
-
-def failed_tasks(output: str, most: int = 30) -> str:
-    """The task headers and the failure lines of an Ansible run's output (its last
-    lines when none is marked): what CI's log shows of a set-up that failed."""
-    lines = output.splitlines()
-    keep: list[str] = []
-    for i, line in enumerate(lines):
-        if line.startswith(("fatal:", "failed:", "ERROR!")) or "UNREACHABLE!" in line:
-            task = next((t for t in reversed(lines[:i]) if t.startswith("TASK [")), "")
-            keep += [task, *lines[i : i + 4]]
-    return "\n".join((keep or lines)[-most:])
 
 
 def sandbox_vars() -> list[str]:

@@ -1,9 +1,10 @@
 """When the CD test's sandbox cannot be made, the error says which task failed and
-why (tests/cd/sandbox.py), not only where the log lies: CI keeps no files."""
+why (tests/cd/sandbox.py, through harness/playbook.py's failed_tasks), not only
+where the log lies: CI keeps no files."""
 
 from __future__ import annotations
 
-from tests.cd.sandbox import failed_tasks
+from harness.playbook import failed_tasks
 
 OUTPUT = """\
 PLAY [Check SSH access as production will have it] *****
