@@ -65,11 +65,11 @@ unit: venv ## Unit tests: plugins, harness, roles' interfaces, the app
 
 .PHONY: molecule
 molecule: app-images ## Every Molecule scenario (create, converge, idempotence, verify, destroy)
-	$(BIN)/python harness/scenarios.py $(SCENARIOS)
+	$(BIN)/python -m harness.scenarios $(SCENARIOS)
 
 .PHONY: cd-test
 cd-test: app-images ## Execute cd.yml's deploy job against a sandbox host (3 releases); smoke-test the app image; run it through the app contract
-	$(BIN)/python harness/scenarios.py cd-test
+	$(BIN)/python -m harness.scenarios cd-test
 
 .PHONY: contract
 contract: venv ## Run an app image through the app contract (APP_CONTRACT.md): make contract IMAGE=<ref> [CONTRACT_ARGS=...]
@@ -78,14 +78,26 @@ contract: venv ## Run an app image through the app contract (APP_CONTRACT.md): m
 
 .PHONY: scenarios
 scenarios: app-images ## Every Molecule scenario and cd-test: role scenarios and cd-test four at a time, then the whole stack on three hosts
-	$(BIN)/python harness/scenarios.py $(SCENARIOS) cd-test
+	$(BIN)/python -m harness.scenarios $(SCENARIOS) cd-test
 
 .PHONY: ci-estimate
 ci-estimate: venv ## Print the estimated wall time of ci.yml on GitHub from the scenario budgets
-	$(BIN)/python harness/scenarios.py --estimate-github
+	$(BIN)/python -m harness.scenarios --estimate-github
 
 .PHONY: test
-test: lint unit scenarios ## Everything CI runs
+# Each stage through the time ledger (harness/ledger.py), printed at the end.
+LEDGER := $(BIN)/python -m harness.ledger
+test: venv ## Everything CI runs: lint, unit, scenarios, then the time ledger
+	$(LEDGER) reset
+	$(LEDGER) run lint -- $(MAKE) --no-print-directory lint
+	$(LEDGER) run unit -- $(MAKE) --no-print-directory unit
+	$(LEDGER) run app-images -- $(MAKE) --no-print-directory app-images
+	$(LEDGER) run scenarios -- $(MAKE) --no-print-directory scenarios
+	@$(LEDGER) print
+
+.PHONY: ledger
+ledger: venv ## Print the time ledger of the last `make test` (.cache/ledger.jsonl)
+	@$(LEDGER) print
 
 # --- the sandbox ------------------------------------------------------------
 

@@ -46,6 +46,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import ledger
+
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / ".cache" / "molecule-logs"
 # Wall-time budget per scenario in seconds; the fresh CI run must stay under
@@ -181,12 +183,27 @@ GITHUB_IMAGE_JOB_S = 300
 GITHUB_TARGET_S = 25 * 60
 
 
+class Child(subprocess.Popen[bytes]):
+    """A run's process: once it has ended, its CPU time and its descendants' (wait4)
+    is known, for the time ledger (harness/ledger.py)."""
+
+    cpu_s: float | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+                self.cpu_s = usage.ru_utime + usage.ru_stime
+        return self.returncode
+
+
 @dataclass
 class Run:
     name: str
     budget: int
     log: Path
-    proc: subprocess.Popen[bytes] | None = None
+    proc: Child | None = None
     started: float = 0.0
     elapsed: float = 0.0
     ok: bool = False
@@ -313,7 +330,7 @@ def start(run: Run) -> None:
         f"(budget {run.budget} s, log {run.log})",
         flush=True,
     )
-    run.proc = subprocess.Popen(
+    run.proc = Child(
         command(run.name, run.slot),
         cwd=ROOT,
         stdout=handle,
@@ -348,6 +365,9 @@ def finish(run: Run, code: int | None) -> None:
         run.ok = code == 0
         run.why = "" if run.ok else f"molecule exited {code}"
     run.handle.close()  # type: ignore[attr-defined]
+    ledger.record(
+        f"  {run.name}", run.elapsed, run.proc.cpu_s if code is not None else None, run.ok
+    )
     verdict = "PASS" if run.ok else "FAIL"
     print(
         f"=== end {run.name}: {' '.join(command(run.name, run.slot))}: {verdict} "
