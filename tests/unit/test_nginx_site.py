@@ -190,9 +190,11 @@ def render_initial_upstreams() -> str:
 
 
 def defined_variables(conf: str) -> set[str]:
-    """Variables a map, geo or split_clients block of `conf` defines."""
+    """Variables a map, geo or split_clients block of `conf` defines, and the named
+    captures of its regular expressions (nginx sets one variable per name)."""
     # The defined variable is the last one before the block's brace.
-    return set(re.findall(r"^\s*(?:map|geo|split_clients)\b[^{\n]*\$(\w+)\s*\{", conf, re.M))
+    blocks = re.findall(r"^\s*(?:map|geo|split_clients)\b[^{\n]*\$(\w+)\s*\{", conf, re.M)
+    return set(blocks) | set(re.findall(r"\(\?P?<(\w+)>", conf))
 
 
 def test_only_the_static_files_are_asked_of_the_other_colour() -> None:

@@ -246,15 +246,19 @@ def test_ci_runs_the_make_test_targets() -> None:
     assert 'make molecule SCENARIOS="$SCENARIO"' in scripts["molecule"]
     assert "make cd-test" in scripts["cd-test"]
     makefile = (ROOT / "Makefile").read_text()
-    test_prereqs = re.search(r"^test:(.*)$", makefile, re.MULTILINE)
-    assert test_prereqs and test_prereqs.group(1).split("##")[0].split() == [
-        "lint",
-        "unit",
-        "scenarios",
-    ]
+    # `make test` runs the stages, each through the time ledger, in this order.
+    test = re.search(r"^test:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert test, "no recipe for make test"
+    stages = re.findall(
+        r"\$\(LEDGER\) run (\S+) -- \$\(MAKE\) --no-print-directory (\S+)$",
+        test.group(1),
+        re.MULTILINE,
+    )
+    assert [target for _, target in stages] == ["lint", "unit", "app-images", "scenarios"]
+    assert all(part == target for part, target in stages)
     # `make scenarios` runs what the molecule and cd-test jobs run, side by side.
     recipe = re.search(r"^scenarios:.*\n\t(.*)$", makefile, re.MULTILINE)
-    assert recipe and recipe.group(1).endswith("harness/scenarios.py $(SCENARIOS) cd-test")
+    assert recipe and recipe.group(1).endswith("-m harness.scenarios $(SCENARIOS) cd-test")
     assert set(jobs["image"]["needs"]) == {"lint", "unit", "molecule", "cd-test"}
 
 
