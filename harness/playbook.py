@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,6 +67,36 @@ def run(
         f"rc={result.returncode} in {elapsed:.1f} s"
     )
     return result.returncode, result.stdout + result.stderr, elapsed
+
+
+class Background(subprocess.Popen[str]):
+    """A playbook running in the background, its output (stdout and stderr) going
+    to an unnamed file rather than a pipe: a pipe that nobody reads while the
+    test waits fills at 64 KiB, and the playbook then stops mid-run on its next
+    write (a release under load retries, and prints, more). communicate() waits
+    and returns the whole output (stderr within it)."""
+
+    def __init__(self, args: list[str], **kwargs: Any) -> None:
+        # Open as long as the object: communicate() reads it after the playbook ended.
+        self.output = tempfile.TemporaryFile(  # noqa: SIM115
+            mode="w+", encoding="utf-8", errors="replace"
+        )
+        super().__init__(args, stdout=self.output, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+    def communicate(
+        self, input: str | None = None, timeout: float | None = None
+    ) -> tuple[str, str]:
+        self.wait(timeout=timeout)
+        self.output.seek(0)
+        return self.output.read(), ""  # stderr is in the output
+
+
+def start(playbook: str | Path, *extra: str, limit: str | None = None) -> Background:
+    """Start a playbook (as command() names it) in the background, in its own process
+    group (killable as a whole)."""
+    return Background(
+        command(playbook, *extra, limit=limit), cwd=ROOT, env=env(), start_new_session=True
+    )
 
 
 def failed_tasks(output: str, most: int = 30) -> str:

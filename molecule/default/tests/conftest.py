@@ -84,17 +84,9 @@ def run_playbook(name: str, *extra: str) -> tuple[int, str, float]:
     return rc, flat(output), elapsed
 
 
-def start_playbook(name: str, *extra: str) -> subprocess.Popen[str]:
+def start_playbook(name: str, *extra: str) -> playbook.Background:
     """Run a playbook in the background, in its own process group (killable as a whole)."""
-    return subprocess.Popen(
-        playbook.command(name, *extra),
-        cwd=ROOT,
-        env=playbook.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    return playbook.start(name, *extra)
 
 
 def flat(text: str) -> str:

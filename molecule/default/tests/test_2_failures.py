@@ -66,7 +66,10 @@ def test_retirement_timer_stops_the_old_colour(host: Any) -> None:
     )
     assert rc == 0, out[-3000:]
     switched = time.monotonic()
-    assert host.file(f"{STATE_DIR}/retire-{old}.json").exists
+    # No check that the deadline file exists here: with a 5 s window the timer
+    # may have retired the colour before the playbook returned (a loaded
+    # machine, CI's first run of this); the next test checks the file with a
+    # window of 30 s.
 
     def old_stopped() -> bool:
         out = host.check_output(f"docker ps -q --filter label=org.archibald.color={old}")
