@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 from harness import playbook  # noqa: E402
+from harness.wait import until  # noqa: E402
 
 SCENARIO = Path(__file__).resolve().parents[1]
 HOST = "accessories-deb12"
@@ -33,15 +34,8 @@ REDIS, EXPORTER = "archibald-redis", "archibald-redis-exporter"
 STARTED = time.monotonic()
 
 
-def _poll(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"{what} not reached within {timeout}s; last: {last}")
+# Every wait goes through harness/wait.py; this file's default bound and interval.
+_poll = partial(until, timeout=60, interval=0.5)
 
 
 def manage(*extra: str) -> tuple[int, str, float]:

@@ -12,25 +12,20 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
+
+from harness.wait import until
 
 API = "http://127.0.0.1:9093/api/v2"
 SINK = "/var/lib/alert-sink"
 
 
-def _poll(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(1)
-    pytest.fail(f"{what} not reached within {timeout}s; last: {last}")
+# Every wait goes through harness/wait.py; this file's default bound and interval.
+_poll = partial(until, timeout=60, interval=1)
 
 
 def _records(host, kind: str) -> list[dict[str, Any]]:

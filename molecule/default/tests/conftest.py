@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[3]
 # The tests use the harness's load client (harness/postload.py) and its way of
 # running playbooks (harness/playbook.py).
 sys.path.insert(0, str(ROOT))
-from harness import playbook  # noqa: E402
+from harness import playbook, wait  # noqa: E402
 
 # The scenario's platform and the port its nginx is published on (molecule.yml;
 # harness/scenarios.py sets both for the other hosts run at once).
@@ -192,15 +192,8 @@ def post_job(seconds: float = 0.3, kind: str = "sleep") -> tuple[int, str | None
         return 0, None
 
 
-def wait_for(what: str, check: Any, timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+# The one polling helper (harness/wait.py), by the name these tests use.
+wait_for = wait.until
 
 
 def running_colors(host: Any) -> dict[str, bool]:

@@ -7,11 +7,13 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from harness.wait import until
 
 if TYPE_CHECKING:
     from testinfra.host import Host
@@ -32,15 +34,8 @@ def _full_site(host: Host) -> bool:
     return "deb13" in host.backend.get_hostname()
 
 
-def _poll(what: str, check: Callable[[], Any], timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    pytest.fail(f"{what} not reached within {timeout}s; last: {last!r}")
+# Every wait goes through harness/wait.py; this file's default bound and interval.
+_poll = partial(until, timeout=20, interval=0.3)
 
 
 def _get(host: Host, path: str, extra: str = "") -> tuple[int, dict[str, str], str]:

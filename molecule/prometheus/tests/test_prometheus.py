@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
+
+from harness.wait import until
 
 API = "http://127.0.0.1:9090/api/v1"
 # Our own series only: Debian's package starts Prometheus with its default
@@ -25,15 +27,8 @@ def _get(host, path: str) -> Any:
     return json.loads(out)["data"]
 
 
-def _poll(what: str, check: Callable[[], Any], timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(1)
-    pytest.fail(f"{what} not reached within {timeout}s; last: {last}")
+# Every wait goes through harness/wait.py; this file's default bound and interval.
+_poll = partial(until, timeout=90, interval=1)
 
 
 def _query(host, expr: str) -> list[dict[str, Any]]:

@@ -32,6 +32,8 @@ from prometheus_gate import (
     run_gates,
 )
 
+from harness.wait import until
+
 PROMETHEUS = "/usr/bin/prometheus"
 GOOD = 'gate_test_error_ratio{state="good"}'
 BAD = 'gate_test_error_ratio{state="bad"}'
@@ -79,16 +81,18 @@ def free_port() -> int:
 
 def wait_for(what: str, check: Callable[[], bool], log: Path, timeout: float = 30) -> None:
     """Poll ``check`` until it is true; fail with Prometheus' log after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.2)
-    tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
-    pytest.fail(f"Prometheus test fixture: {what} not reached within {timeout} s; log:\n{tail}")
+
+    def tail() -> str:
+        return log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+
+    until(
+        f"Prometheus test fixture: {what}",
+        check,
+        timeout,
+        0.2,
+        ignore=(OSError, ValueError),
+        detail=tail,
+    )
 
 
 def instant(base: str, promql: str) -> list[Any]:
