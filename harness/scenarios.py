@@ -46,7 +46,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import ledger
+from harness import ledger, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / ".cache" / "molecule-logs"
@@ -92,6 +92,8 @@ STACK = "default"
 STACK_SETUP_S = 300  # about 200 s here
 STACK_TESTS_ENV = "ARCHIBALD_STACK_TESTS"
 STACK_BESIDE_ENV = "ARCHIBALD_STACK_BESIDE"
+# The image a lane's host is created from (molecule/default/molecule.yml).
+STACK_IMAGE_ENV = "ARCHIBALD_STACK_IMAGE"
 # Set for a role scenario that runs beside others (the role stage's lanes):
 # a scenario whose figure is a latency under load (molecule/cutover's seconds
 # of refusal) then holds a looser bound and says so; run alone (GitHub's jobs,
@@ -150,10 +152,18 @@ STACK_SLOTS: tuple[dict[str, str], ...] = (
     ),
 )
 # Every slot's host converges with the same playbook and the same variables
-# (host_vars/ links the slots' files to one), so the idempotence run, about two
-# minutes of the stack's set-up beside other runs, is made on the first slot
-# only; the other slots go straight from converge to their tests.
+# (host_vars/ links the slots' files to one). When the lanes run at once, the
+# stack converges once: STACK_BUILD converges the first slot's host (with
+# Molecule's idempotence check, a real converge), starting with the role
+# scenarios, and harness/snapshot.py makes an image and a volume of it; the
+# lanes start when the build has ended and every role scenario has started,
+# the first slot's lane on the built host, the others on copies of it.
+# Run on its own (a part, GitHub's jobs) the scenario converges as always.
 STACK_SEQUENCE_AFTER_FIRST_SLOT = ("destroy", "create", "prepare", "converge", "verify")
+STACK_BUILD = f"{STACK}:snapshot"
+# Converge and idempotence beside the role scenarios and cd-test (the lanes'
+# converges took 6.8 min and the idempotence run 3 min in CI), then the snapshot.
+STACK_BUILD_BUDGET_S = 1800
 # Suites that are not Molecule scenarios but share the role scenarios' lanes
 # (each makes and removes its own hosts): name -> command.
 SUITES: dict[str, list[str]] = {
@@ -216,6 +226,7 @@ class Run:
     handle: object = field(default=None, repr=False)
     slot: int = 0  # the whole stack's host slot (STACK_SLOTS)
     beside: bool = False  # another whole-stack host runs at the same time
+    from_snapshot: bool = False  # a lane on the host STACK_BUILD made (or a copy)
 
 
 def scenarios_on_disk() -> list[str]:
@@ -244,22 +255,31 @@ def parts_of(name: str) -> list[str]:
 
 
 def budget(name: str) -> int:
+    if name == STACK_BUILD:
+        return STACK_BUILD_BUDGET_S
     if name.partition(":")[0] == STACK:
         return STACK_SETUP_S + sum(STACK_PARTS[p][1] for p in parts_of(name))
     return BUDGETS_S.get(name, DEFAULT_BUDGET_S)
 
 
-def run_env(name: str, slot: int = 0, beside: bool = False) -> dict[str, str]:
+def run_env(
+    name: str, slot: int = 0, beside: bool = False, from_snapshot: bool = False
+) -> dict[str, str]:
     """The environment a scenario runs with: a part names its test files, and the
     whole stack its host's slot, and whether other hosts share the machine
-    (the load test then offers less: see test_1_release_under_load.py)."""
+    (the load test then offers less: see test_1_release_under_load.py); a copy
+    of the built host is created from the snapshot's image."""
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", PY_COLORS="0", NO_COLOR="1")
-    for key in (STACK_TESTS_ENV, STACK_BESIDE_ENV, SHARED_ENV, *STACK_SLOTS[-1]):
+    for key in (STACK_TESTS_ENV, STACK_BESIDE_ENV, SHARED_ENV, STACK_IMAGE_ENV, *STACK_SLOTS[-1]):
         env.pop(key, None)
     if beside and name.partition(":")[0] != STACK:
         env[SHARED_ENV] = "1"
-    if name.partition(":")[0] == STACK:
+    if name == STACK_BUILD:
+        env.update(STACK_SLOTS[0])
+    elif name.partition(":")[0] == STACK:
         env.update(STACK_SLOTS[slot])
+        if from_snapshot and slot > 0:
+            env[STACK_IMAGE_ENV] = snapshot.IMAGE
         if beside:
             env[STACK_BESIDE_ENV] = "1"
         if ":" in name:
@@ -310,18 +330,39 @@ def skip_offline(run: Run) -> bool:
     return True
 
 
-def command(name: str, slot: int = 0) -> list[str]:
-    """What runs `name`: a suite's command; `molecule test`; or, for a whole-stack
-    host after the first slot, its steps without idempotence, destroyed at the
-    end whatever happened (as `molecule test` does)."""
+def command(name: str, slot: int = 0, from_snapshot: bool = False) -> list[str]:
+    """What runs `name`: a suite's command; `molecule test`; the stack's build
+    (converge, idempotence, snapshot; the host stays for the first lane); a
+    lane on the built host or on a copy of it; or, for a whole-stack host after
+    the first slot without a snapshot, its steps without idempotence. A lane's
+    host is destroyed at the end whatever happened (as `molecule test` does)."""
     if name in SUITES:
         return SUITES[name]
     scenario = name.partition(":")[0]
-    if scenario != STACK or slot == 0:
+    snap = f"{sys.executable} -m harness.snapshot"
+    if name == STACK_BUILD:
+        steps = " && ".join(
+            f"molecule {step} -s {scenario}"
+            for step in ("destroy", "create", "prepare", "converge", "idempotence")
+        )
+        return ["bash", "-c", f"{steps} && {snap} take"]
+    if scenario != STACK or (slot == 0 and not from_snapshot):
         return ["molecule", "test", "-s", scenario]
-    steps = " && ".join(
-        f"molecule {step} -s {scenario}" for step in STACK_SEQUENCE_AFTER_FIRST_SLOT
-    )
+    if from_snapshot:
+        before = [f"{snap} serving"]
+        if slot > 0:
+            before = [
+                f"molecule destroy -s {scenario}",
+                f"{snap} seed",
+                f"molecule create -s {scenario}",
+                f"molecule prepare -s {scenario}",
+                *before,
+            ]
+        steps = " && ".join([*before, f"molecule verify -s {scenario}"])
+    else:
+        steps = " && ".join(
+            f"molecule {step} -s {scenario}" for step in STACK_SEQUENCE_AFTER_FIRST_SLOT
+        )
     return ["bash", "-c", f"{steps}; rc=$?; molecule destroy -s {scenario}; exit $rc"]
 
 
@@ -330,17 +371,17 @@ def start(run: Run) -> None:
     handle = run.log.open("wb")
     run.handle = handle
     print(
-        f"=== start {run.name}: {' '.join(command(run.name, run.slot))} "
+        f"=== start {run.name}: {' '.join(command(run.name, run.slot, run.from_snapshot))} "
         f"(budget {run.budget} s, log {run.log})",
         flush=True,
     )
     run.proc = Child(
-        command(run.name, run.slot),
+        command(run.name, run.slot, run.from_snapshot),
         cwd=ROOT,
         stdout=handle,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env=run_env(run.name, run.slot, run.beside),
+        env=run_env(run.name, run.slot, run.beside, run.from_snapshot),
     )
     run.started = time.monotonic()
 
@@ -359,7 +400,7 @@ def finish(run: Run, code: int | None) -> None:
             subprocess.run(
                 ["molecule", "destroy", "-s", run.name.partition(":")[0]],
                 cwd=ROOT,
-                env=run_env(run.name, run.slot, run.beside),
+                env=run_env(run.name, run.slot, run.beside, run.from_snapshot),
                 check=False,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -368,13 +409,17 @@ def finish(run: Run, code: int | None) -> None:
     else:
         run.ok = code == 0
         run.why = "" if run.ok else f"molecule exited {code}"
+    if run.name == STACK_BUILD and not run.ok:
+        # The lanes waiting for it stop at once and say why.
+        snapshot.write_state("failed", why=f"{STACK_BUILD} {run.why}")
     run.handle.close()  # type: ignore[attr-defined]
     ledger.record(
         f"  {run.name}", run.elapsed, run.proc.cpu_s if code is not None else None, run.ok
     )
     verdict = "PASS" if run.ok else "FAIL"
     print(
-        f"=== end {run.name}: {' '.join(command(run.name, run.slot))}: {verdict} "
+        f"=== end {run.name}: {' '.join(command(run.name, run.slot, run.from_snapshot))}: "
+        f"{verdict} "
         f"in {run.elapsed:.0f} s {run.why}",
         flush=True,
     )
@@ -403,12 +448,14 @@ def failure_lines(run: Run, most: int = 40) -> list[str]:
     return [run.why, *marked[-most:], "...", *lines[-10:]]
 
 
-def run_all(runs: list[Run], jobs: int, then: list[Run] | None = None) -> None:
-    """Run `runs`, at most `jobs` at a time, in order. `then` (the whole stack's
-    hosts) all start as soon as every one of `runs` has started: their set-up
-    (create, converge, idempotence: about 5 minutes) overlaps the last role
-    scenarios, which are the shortest (longest budget first), so that their
-    load tests begin after those ended."""
+def run_all(
+    runs: list[Run], jobs: int, then: list[Run] | None = None, first: list[Run] | None = None
+) -> None:
+    """Run `runs`, at most `jobs` at a time, in order. `first` (the stack's build)
+    starts at once, beside them. `then` (the whole stack's lanes) all start as
+    soon as every one of `runs` has started and every one of `first` has ended:
+    the lanes' load tests begin while the last, shortest role scenarios end
+    (longest budget first), not beside their converges."""
     queue = list(runs)
     later = list(then or [])
     for run in runs:
@@ -416,6 +463,9 @@ def run_all(runs: list[Run], jobs: int, then: list[Run] | None = None) -> None:
             run.beside = jobs > 1 and len(runs) > 1
     active: list[Run] = []
     limited: list[Run] = []
+    for run in first or []:
+        start(run)
+        active.append(run)
     while queue or active or later:
         while queue and len(limited) < jobs:
             run = queue.pop(0)
@@ -424,7 +474,7 @@ def run_all(runs: list[Run], jobs: int, then: list[Run] | None = None) -> None:
             start(run)
             active.append(run)
             limited.append(run)
-        if not queue:
+        if not queue and not any(run in active for run in first or []):
             for run in later:
                 start(run)
                 active.append(run)
@@ -514,24 +564,32 @@ def main(argv: list[str]) -> int:
         for n in sorted(names, key=lambda n: -runs[n].budget)
         if runs[n] not in alone and not runs[n].skipped
     ]
+    build: list[Run] = []
+    if at_once and len(alone) > 1:
+        # The lanes start from one converge (harness/snapshot.py).
+        build = [Run(STACK_BUILD, budget(STACK_BUILD), LOGS / f"{STACK}-snapshot.log")]
+        for run in alone:
+            run.from_snapshot = True
+        snapshot.main(["reset"])
     started = time.monotonic()
     if at_once:
         # Each whole-stack run on its own host, started with the last role runs.
-        run_all(shared, max(1, args.jobs), then=alone)
+        run_all(shared, max(1, args.jobs), then=alone, first=build)
     else:  # more whole-stack runs than hosts: one after the other, afterwards
         run_all(shared, max(1, args.jobs))
         run_all(alone, 1)
     print(f"\nMolecule scenarios and suites ({time.monotonic() - started:.0f} s in all):")
-    for run in runs.values():
+    for run in [*build, *runs.values()]:
         status = "SKIP" if run.skipped else "PASS" if run.ok else "FAIL"
         print(f"  {status}  {run.name:<28} {run.elapsed:6.0f} s of {run.budget} s  {run.why}")
-    for run in runs.values():
+    for run in [*build, *runs.values()]:
         if not run.ok and not run.skipped:
             print(f"\nWhy {run.name} failed ({run.log}, printed whole above):")
             print("\n".join(f"  {line}" for line in failure_lines(run)))
-    passed = sum(1 for r in runs.values() if r.ok)
-    skipped = sum(1 for r in runs.values() if r.skipped)
-    failed = len(runs) - passed - skipped
+    every = [*build, *runs.values()]
+    passed = sum(1 for r in every if r.ok)
+    skipped = sum(1 for r in every if r.skipped)
+    failed = len(every) - passed - skipped
     print(f"molecule: {passed} passed, {failed} failed, {skipped} skipped")
     return 0 if failed == 0 else 1
 

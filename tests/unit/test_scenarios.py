@@ -128,21 +128,40 @@ def test_the_github_estimate_counts_each_part_not_their_sum(
 
 
 def test_the_whole_stack_runs_as_its_lanes_each_on_a_host_of_its_own(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     started: list[scenarios.Run] = []
+    builds: list[scenarios.Run] = []
 
     def fake_run_all(
-        runs: list[scenarios.Run], jobs: int, then: list[scenarios.Run] | None = None
+        runs: list[scenarios.Run],
+        jobs: int,
+        then: list[scenarios.Run] | None = None,
+        first: list[scenarios.Run] | None = None,
     ) -> None:
         assert not any(r.name.startswith(f"{scenarios.STACK}:") for r in runs)
         assert then is not None and len(then) == len(scenarios.STACK_LANES), "lanes at once"
-        for run in [*runs, *then]:
+        for run in [*runs, *then, *(first or [])]:
             run.ok = True
         started.extend(then)
+        builds.extend(first or [])
 
     monkeypatch.setattr(scenarios, "run_all", fake_run_all)
+    monkeypatch.setattr(scenarios.snapshot, "STATE", tmp_path / "state.json")
+    (tmp_path / "state.json").write_text('{"state": "failed"}')
     assert scenarios.main([scenarios.STACK]) == 0
+    assert not (tmp_path / "state.json").exists(), "an earlier run's snapshot state is reset"
+    assert [r.name for r in builds] == [scenarios.STACK_BUILD], "one converge for every lane"
+    assert all(r.from_snapshot for r in started)
+    images = [
+        scenarios.run_env(r.name, r.slot, r.beside, r.from_snapshot).get(scenarios.STACK_IMAGE_ENV)
+        for r in started
+    ]
+    assert images == [None] + [scenarios.snapshot.IMAGE] * (len(started) - 1)
+    assert (
+        scenarios.run_env(scenarios.STACK_BUILD)["ARCHIBALD_STACK_HOST"]
+        == (scenarios.STACK_SLOTS[0]["ARCHIBALD_STACK_HOST"])
+    )
     lanes = [f"{scenarios.STACK}:{'+'.join(lane)}" for lane in scenarios.STACK_LANES]
     assert [r.name for r in started] == lanes
     assert [r.slot for r in started] == list(range(len(lanes)))
@@ -208,6 +227,73 @@ def test_the_stack_starts_once_every_role_scenario_has_started(
     assert sum(e.startswith("end") for e in events) == 6
 
 
+def test_the_stack_converges_once_and_every_lane_starts_from_it() -> None:
+    build = " ".join(scenarios.command(scenarios.STACK_BUILD))
+    for step in ("destroy", "create", "prepare", "converge", "idempotence"):
+        assert f"molecule {step} -s {scenarios.STACK}" in build
+    assert build.endswith("-m harness.snapshot take"), "the host stays for the first lane"
+    first = " ".join(scenarios.command(f"{scenarios.STACK}:release", 0, True))
+    other = " ".join(scenarios.command(f"{scenarios.STACK}:engine", 1, True))
+    for lane in (first, other):
+        assert "converge" not in lane and "idempotence" not in lane, lane
+        assert "harness.snapshot serving && molecule verify" in lane
+        assert lane.endswith(f"molecule destroy -s {scenarios.STACK}; exit $rc"), lane
+    assert "create" not in first, "the first lane runs on the built host"
+    assert other.index("harness.snapshot seed") < other.index("molecule create")
+    assert other.index(f"molecule destroy -s {scenarios.STACK}") < other.index("seed")
+
+
+def test_lanes_start_after_the_build_ended_and_every_role_scenario_started(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    events: list[str] = []
+    polls = {"build": 8, "a": 2, "b": 2, "lane": 1}
+
+    class Proc:
+        def __init__(self, name: str) -> None:
+            self.left = polls[name.split(":")[-1] if ":" in name else name]
+
+        def poll(self) -> int | None:
+            self.left -= 1
+            return 0 if self.left <= 0 else None
+
+    def fake_start(run: scenarios.Run) -> None:
+        events.append(f"start {run.name}")
+        run.proc = Proc(run.name)  # type: ignore[assignment]
+        run.started = 0.0
+
+    monkeypatch.setattr(scenarios, "start", fake_start)
+    monkeypatch.setattr(scenarios, "finish", lambda run, code: events.append(f"end {run.name}"))
+    monkeypatch.setattr(scenarios, "skip_offline", lambda run: False)
+    monkeypatch.setattr(scenarios.time, "sleep", lambda s: None)
+    monkeypatch.setattr(scenarios.time, "monotonic", lambda: 0.0)
+    roles = [scenarios.Run(n, 600, tmp_path / n) for n in ("a", "b")]
+    build = [scenarios.Run("default:build", 900, tmp_path / "build")]
+    lanes = [scenarios.Run("default:lane", 900, tmp_path / "lane")]
+    scenarios.run_all(roles, 1, then=lanes, first=build)
+    assert events[0] == "start default:build", "the build starts first, beside the roles"
+    assert events.index("start default:lane") > events.index("end default:build")
+    assert events.index("start default:lane") > events.index("start b")
+
+
+def test_a_failed_build_tells_the_waiting_lanes_why(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(scenarios.snapshot, "STATE", tmp_path / "state.json")
+    log = tmp_path / "build.log"
+    log.write_text("fatal: [default-deb12]: FAILED!\n")
+
+    class Done:
+        cpu_s = 1.0
+
+    run = scenarios.Run(scenarios.STACK_BUILD, 900, log, proc=Done())  # type: ignore[arg-type]
+    run.handle = log.open("rb")
+    monkeypatch.setattr(scenarios.ledger, "record", lambda *a, **k: None)
+    scenarios.finish(run, 2)
+    with pytest.raises(scenarios.snapshot.SnapshotError, match="molecule exited 2"):
+        scenarios.snapshot.built()
+
+
 def test_only_the_first_stack_slot_repeats_the_converge_for_idempotence() -> None:
     first = scenarios.command(f"{scenarios.STACK}:release", 0)
     assert first == ["molecule", "test", "-s", scenarios.STACK]
@@ -242,7 +328,10 @@ def test_an_alone_only_scenario_is_skipped_beside_others_and_runs_alone(
     ran: list[str] = []
 
     def fake_run_all(
-        runs: list[scenarios.Run], jobs: int, then: list[scenarios.Run] | None = None
+        runs: list[scenarios.Run],
+        jobs: int,
+        then: list[scenarios.Run] | None = None,
+        first: list[scenarios.Run] | None = None,
     ) -> None:
         for run in [*runs, *(then or [])]:
             run.ok = True

@@ -213,7 +213,9 @@ def platform_releases(scenario: str) -> set[str]:
     own = yaml.safe_load((ROOT / "molecule" / scenario / "molecule.yml").read_text())
     shared = yaml.safe_load((ROOT / ".config/molecule/config.yml").read_text())
     platforms = own.get("platforms") or shared["platforms"]
-    return {str(p["image"]).rsplit(":", 1)[1] for p in platforms}
+    # "${VAR:-default}" is the default where the variable is unset, as on GitHub.
+    images = [re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(p["image"])) for p in platforms]
+    return {image.rsplit(":", 1)[1] for image in images}
 
 
 def test_each_molecule_job_builds_only_the_debian_images_it_uses() -> None:

@@ -12,6 +12,7 @@ shipped timing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -64,17 +65,28 @@ def panel_queries() -> list[dict[str, str]]:
 
 def test_scrape_targets_are_up(host: Any) -> None:
     active = read_state(host)["active"]
-    targets = prom(host, "/api/v1/targets")["activeTargets"]
-    down = [
-        (t["labels"]["job"], t["labels"].get("color"), t["lastError"])
-        for t in targets
-        if t["health"] != "up"
-        and (t["labels"]["job"] != "archibald" or t["labels"].get("color") == active)
-    ]
+    seen: dict[str, Any] = {}
+
+    def every_target_up() -> bool:
+        # After a boot (a lane's host starts from the stack's snapshot) a target
+        # is "unknown" until its first scrape: up within two scrape intervals.
+        seen["targets"] = prom(host, "/api/v1/targets")["activeTargets"]
+        seen["down"] = [
+            (t["labels"]["job"], t["labels"].get("color"), t["health"], t["lastError"])
+            for t in seen["targets"]
+            if t["health"] != "up"
+            and (t["labels"]["job"] != "archibald" or t["labels"].get("color") == active)
+        ]
+        return not seen["down"]
+
+    # On a timeout the assertion below names the targets that stayed down.
+    with contextlib.suppress(AssertionError):
+        wait_for("every scrape target up", every_target_up, 45, 1)
+    targets = seen["targets"]
     jobs = sorted({t["labels"]["job"] for t in targets})
     print(f"\n[targets] jobs {jobs}; {len(targets)} targets; active colour {active}")
     assert {"archibald", "docker", "nginx", "node", "prometheus"} <= set(jobs)
-    assert not down, f"targets down: {down}"
+    assert not seen["down"], f"targets down after 45 s: {seen['down']}"
 
 
 def test_every_dashboard_query_returns_data(host: Any) -> None:
