@@ -270,8 +270,9 @@ def test_lanes_start_after_the_build_ended_and_every_role_scenario_started(
     roles = [scenarios.Run(n, 600, tmp_path / n) for n in ("a", "b")]
     build = [scenarios.Run("default:build", 900, tmp_path / "build")]
     lanes = [scenarios.Run("default:lane", 900, tmp_path / "lane")]
-    scenarios.run_all(roles, 1, then=lanes, first=build)
-    assert events[0] == "start default:build", "the build starts first, beside the roles"
+    scenarios.run_all(roles, 2, then=lanes, first=build)
+    assert events[:2] == ["start default:build", "start a"], "the build first, beside a role"
+    assert events.index("start b") > events.index("end a"), "the build holds one of two places"
     assert events.index("start default:lane") > events.index("end default:build")
     assert events.index("start default:lane") > events.index("start b")
 
