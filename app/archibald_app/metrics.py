@@ -144,6 +144,16 @@ class Metrics:
             "Workers replaced after a job failed on them",
             registry=r,
         )
+        self.pool_waiting = Gauge(
+            "worker_pool_waiting", "Acquires waiting for a free worker now", registry=r
+        )
+        # The reference pool's workers are slots that cannot fail to start; the
+        # series is the contract's (a browser launch can fail) and stays 0 here.
+        self.pool_launch_failures = Counter(
+            "worker_pool_launch_failures_total",
+            "Worker launches that failed",
+            registry=r,
+        )
         self.db_queries = Counter(
             "db_queries_total", "Queries sent to the job database", ["operation"], registry=r
         )

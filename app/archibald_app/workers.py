@@ -36,6 +36,7 @@ class WorkerPool:
         for slot in range(size):
             self._free.put_nowait(Worker(slot))
         self.restarts = 0
+        self.waiting = 0
         if metrics is not None:
             metrics.pool_size.set(size)
             metrics.pool_busy.set(0)
@@ -49,11 +50,21 @@ class WorkerPool:
         return self._free.empty()
 
     async def acquire(self) -> Worker:
-        worker = await self._free.get()
+        self.waiting += 1
+        self._note_waiting()
+        try:
+            worker = await self._free.get()
+        finally:
+            self.waiting -= 1
+            self._note_waiting()
         if self._metrics is not None:
             self._metrics.pool_acquires.inc()
             self._metrics.pool_busy.set(self.busy)
         return worker
+
+    def _note_waiting(self) -> None:
+        if self._metrics is not None:
+            self._metrics.pool_waiting.set(self.waiting)
 
     def note_wait(self) -> None:
         """Record that queued work waited for a free worker."""

@@ -28,9 +28,11 @@ def test_pool_is_bounded_and_counts_everything() -> None:
         waiter = asyncio.create_task(pool.acquire())
         await asyncio.sleep(0.01)
         assert not waiter.done()
+        assert pool.waiting == 1 and value(reg, "worker_pool_waiting") == 1
         pool.release(a)
         c = await asyncio.wait_for(waiter, 1)
         assert c == a
+        assert pool.waiting == 0 and value(reg, "worker_pool_waiting") == 0
         replacement = pool.release(b, broken=True)
         assert (replacement.slot, replacement.generation) == (b.slot, b.generation + 1)
         pool.release(c)
@@ -42,6 +44,7 @@ def test_pool_is_bounded_and_counts_everything() -> None:
         assert value(reg, "worker_pool_releases_total") == 3
         assert value(reg, "worker_pool_restarts_total") == 1
         assert value(reg, "worker_pool_waits_total") == 1
+        assert value(reg, "worker_pool_launch_failures_total") == 0
 
     asyncio.run(main())
 

@@ -336,7 +336,10 @@ WORKERS = Dashboard(
     uid="archibald-workers",
     title="Worker Pool",
     file="worker-pool.json",
-    description="The bounded worker pool: busy workers, waits for a free worker, restarts.",
+    description=(
+        "The bounded worker pool: busy workers, waits for a free worker, jobs waiting, "
+        "restarts and launch failures."
+    ),
     panels=(
         Panel(
             "Busy workers",
@@ -374,6 +377,28 @@ WORKERS = Dashboard(
                     "[$__rate_interval]))",
                     "{{color}}",
                 ),
+            ),
+        ),
+        Panel(
+            "Jobs waiting for a worker",
+            (_q(f"sum by (color) (worker_pool_waiting{{{APP}}})", "{{color}}"),),
+            description=(
+                "Jobs waiting for a free worker now (a browser of archibald-contract's pool; "
+                "node/archibald-contract). A steady queue here means the pool is too small."
+            ),
+        ),
+        Panel(
+            "Worker launch failures",
+            (
+                _q(
+                    f"sum by (color) (increase(worker_pool_launch_failures_total{{{APP}}}"
+                    "[$__rate_interval]))",
+                    "{{color}}",
+                ),
+            ),
+            description=(
+                "Launches of a worker (the pool factory's create: a browser) that failed. "
+                "Any at all: the image or the host lacks what the browser needs."
             ),
         ),
         Panel(

@@ -1,6 +1,7 @@
 """`make contract`: the reference app passes the app contract, by digest from the
-local registry; an image the harness builds to break it (harness/images/
-nonconforming) fails on each point, each with its reason."""
+local registry; so does the example Node service on archibald-contract
+(node/, harness/images/node-example); an image the harness builds to break it
+(harness/images/nonconforming) fails on each point, each with its reason."""
 
 from __future__ import annotations
 
@@ -45,6 +46,41 @@ def test_the_reference_app_meets_the_contract() -> None:
     # The frontend has no work to put in flight: said, not passed.
     assert table[("drain", "frontend")][0] == "SKIP"
     assert "contract: 9 passed, 0 failed, 1 skipped" in result.stdout
+
+
+def test_the_example_node_service_meets_the_contract() -> None:
+    # Built by `testbed.py app-images` (which cd-test depends on).
+    image = "archibald/node-example:12"
+    busy = 'backend=POST /api/render {"seconds": 3}'
+    result = _contract(image, "--version", "n1", "--busy", busy, "--timeout", "20")
+    assert result.returncode == 0
+    table = rows(result.stdout)
+    assert table[("drain", "backend")][0] == "PASS", "the backend drains with a job in flight"
+    assert table[("drain", "frontend")][0] == "SKIP"
+    assert "contract: 9 passed, 0 failed, 1 skipped" in result.stdout
+
+
+def test_the_node_package_passes_its_tests_on_debians_node() -> None:
+    """The package's own tests (make node-unit runs them on this machine's Node) on
+    Debian 12's nodejs, the one the example image runs: app-images built the package
+    and installed its test dependencies, mounted read-only here."""
+    package = ROOT / "node" / "archibald-contract"
+    result = subprocess.run(
+        [
+            "docker", "run", "--rm", "--network", "none",
+            "-v", f"{package}:/pkg:ro", "-w", "/pkg", "--entrypoint", "sh",
+            "archibald/node-example:12", "-c", "node --version && node --test test/*.test.js",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )  # fmt: skip
+    summary = [line for line in result.stdout.splitlines() if line.startswith(("v", "# "))]
+    print("\n[node] Debian's " + " ".join(summary))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert result.stdout.startswith("v18."), result.stdout[:200]
+    assert "# fail 0" in result.stdout and "# cancelled 0" in result.stdout
 
 
 def test_a_nonconforming_image_fails_each_point_with_its_reason() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -99,6 +100,29 @@ def test_list_queries_covers_every_panel_query() -> None:
     }
     assert in_json <= listed
     assert all("$__" not in row["promql"] for row in generate.list_queries())
+
+
+def test_every_app_series_a_dashboard_reads_is_one_the_reference_app_exports() -> None:
+    """The whole stack's "every panel has data" test runs the reference app: a panel
+    on a series only the contract's Node package exports would be empty there."""
+    sys.path.insert(0, str(ROOT / "app"))
+    try:
+        from archibald_app.metrics import Metrics
+    finally:
+        sys.path.remove(str(ROOT / "app"))
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    exported = {"up"}  # Prometheus' own series for every target
+    for family in Metrics(service="backend", color="blue", version="v1").registry.collect():
+        exported |= {family.name + end for end in ("", *suffixes.get(family.type, ()))}
+    selector = re.escape("{" + generate.APP)
+    read = {
+        name
+        for row in generate.list_queries()
+        for name in re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)" + selector, row["promql"])
+    }
+    assert read, "no query selects the app's job: the selector changed"
+    missing = sorted(read - exported)
+    assert not missing, f"dashboards read series the reference app does not export: {missing}"
 
 
 def test_list_queries_cli_prints_json() -> None:
