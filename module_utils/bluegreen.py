@@ -1181,6 +1181,17 @@ def plan(
         )
 
     if action == "promote":
+        expected = request.get("version")
+        if expected and expected != canary.get("version"):
+            # An approval given for one release must not continue another's canary
+            # (a stale promote job after a newer deploy started its own).
+            return _refuse(
+                f"{describe_canary(canary)}, not of {expected}: this promotion was asked for "
+                f"{expected} and refuses to continue another release's canary. Nothing was "
+                f"changed. Promote without app_version to continue the canary on the host, "
+                f"or abort it (playbooks/abort.yml)",
+                **current,
+            )
         refused = refuse_bad(str(canary.get("version")))
         if refused:
             return refused

@@ -16,7 +16,10 @@ steps that ran (the first one's deploy.yml also provisions the host):
   3. gate fails:      bad-unhealthy -> the job fails at the release, traffic never
                       moved, the rollback step is skipped, v1 still serves;
   4. canary paused:   v3 with canary steps that pause -> the job succeeds with the
-                      canary held at 30 %; the promote job takes it to everyone.
+                      canary held at 30 %; the promote job takes it to everyone;
+  5. canary, verify fails: v2 with canary steps that pause, its containers frozen
+                      right after the release step -> the job fails, the abort step
+                      ends the canary, v3 serves everyone again and v2 is marked bad.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from harness import gha
 ROOT = Path(__file__).resolve().parents[2]
 CD = ROOT / ".github" / "workflows" / "cd.yml"
 STATE = "/var/lib/archibald/archibald/state.json"
+PROVISIONED = "/var/lib/archibald/provisioned.json"
 
 
 def host_state() -> dict[str, Any]:
@@ -46,6 +50,18 @@ def host_state() -> dict[str, Any]:
     ).stdout
     state: dict[str, Any] = json.loads(out)
     return state
+
+
+def provision_stamp() -> dict[str, Any]:
+    """The host's stamp of its last full provisioning (playbooks/provision.yml)."""
+    out = subprocess.run(
+        ["docker", "exec", sandbox.NAME, "cat", PROVISIONED],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    stamp: dict[str, Any] = json.loads(out)
+    return stamp
 
 
 def active_version() -> str:
@@ -234,6 +250,9 @@ def test_failed_verify_fails_the_job_and_rolls_back(host: None, workspace: Path)
             frozen.extend(containers_of("v2"))
             on_host("docker", "pause", *frozen)
 
+    # The first job provisioned the host (or found it provisioned from this
+    # tree and inventory); this one has nothing new to provision and skips it.
+    provisioned = provision_stamp()
     try:
         result = run_deploy_job(workspace, "verify-fails", "v2", after_step=freeze_new_release)
     finally:
@@ -243,6 +262,9 @@ def test_failed_verify_fails_the_job_and_rolls_back(host: None, workspace: Path)
     assert frozen, "the release step did not succeed, so the fault was never injected"
     assert result.conclusion == "failure"
     assert result.step("release").outcome == "success"
+    assert provision_stamp() == provisioned, "a deploy with nothing new provisioned the host again"
+    seconds = result.step("release").seconds
+    print(f"\ncd-test: the release step, provisioning skipped, took {seconds:.0f} s")
     assert result.step("verify").outcome == "failure"
     assert result.step("verify").code == 1
     assert result.step("after").outputs["active_version"] == "v2"
@@ -298,3 +320,40 @@ def test_a_paused_canary_waits_for_the_promote_job(host: None, workspace: Path) 
         "cleanup",
     ]
     assert active_version() == "v3" and host_state()["canary"] is None
+
+
+def test_a_failed_verify_during_a_canary_aborts_it(host: None, workspace: Path) -> None:
+    """A canary nobody approved must not stay on its share of clients: the deploy job's
+    verify fails while the canary is paused (its containers frozen), and the job aborts
+    it, so everyone is back on the colour that served before."""
+    before = active_version()
+    steps = sandbox.INVENTORY / "group_vars" / "all" / "canary.yml"
+    steps.write_text("bluegreen_canary_steps:\n  - {weight: 30, analysis_s: 3, pause: true}\n")
+    frozen: list[str] = []
+
+    def freeze_the_canary(step_id: str, step: gha.StepResult) -> None:
+        if step_id == "release" and step.outcome == "success":
+            on_host("systemctl", "stop", WATCHDOG)  # CD's own abort is what is tested
+            frozen.extend(containers_of("v2"))
+            on_host("docker", "pause", *frozen)
+
+    try:
+        result = run_deploy_job(
+            workspace, "canary-verify-fails", "v2", after_step=freeze_the_canary
+        )
+    finally:
+        steps.unlink()
+        if frozen:
+            on_host("docker", "unpause", *frozen, check=False)
+        on_host("systemctl", "start", WATCHDOG, check=False)
+    assert frozen, "the release step did not succeed, so the fault was never injected"
+    assert result.conclusion == "failure"
+    assert result.step("verify").outcome == "failure"
+    assert result.step("after").outputs["canary_version"] == "v2"
+    assert result.step("rollback").outcome == "skipped"  # traffic never moved as a whole
+    assert result.step("abort").outcome == "success"
+    assert result.ran() == [*ALWAYS, "verify", "after", "abort", "summary", "cleanup"]
+    state = host_state()
+    assert state["canary"] is None and active_version() == before
+    assert "v2" in state["bad_versions"]
+    assert "The canary of v2 was left in progress by the failure: abort success." in result.summary

@@ -9,6 +9,8 @@ name, permissions, pinned actions, and no host-key bypass anywhere.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -25,7 +27,12 @@ WORKFLOW_DIR = ROOT / ".github" / "workflows"
 WORKFLOWS = sorted([*WORKFLOW_DIR.glob("*.yml"), *WORKFLOW_DIR.glob("*.yaml")])
 EXPRESSION = re.compile(r"\$\{\{.*?\}\}", re.DOTALL)
 # The only write permission any job holds: the image job pushes to ghcr.io.
-ALLOWED_WRITES = {("ci.yml", "image", "packages")}
+ALLOWED_WRITES = {
+    ("ci.yml", "image", "packages"),
+    # The image's signed build provenance (actions/attest-build-provenance).
+    ("ci.yml", "image", "id-token"),
+    ("ci.yml", "image", "attestations"),
+}
 
 
 def load(path: Path) -> dict[Any, Any]:
@@ -234,7 +241,7 @@ def test_jobs_that_build_the_debian_images_share_them_through_the_cache() -> Non
         caches = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/cache@")]
         assert len(caches) == 1, name
         key = caches[0]["with"]["key"]
-        assert "${{ env.TESTBED_RELEASES }}" in key and "hashFiles('harness/testbed.py'" in key
+        assert "steps.cachekey.outputs.releases" in key and "hashFiles('harness/testbed.py'" in key
         assert job["env"]["TESTBED_IMAGE_CACHE"].endswith("/" + caches[0]["with"]["path"])
         runs = "\n".join(s.get("run", "") for s in job["steps"])
         assert "TESTBED_IMAGE_CACHE" in runs, f"{name}: sudo must keep TESTBED_IMAGE_CACHE"
@@ -248,19 +255,26 @@ def test_ci_runs_the_make_test_targets() -> None:
     assert 'make molecule SCENARIOS="$SCENARIO"' in scripts["molecule"]
     assert "make cd-test" in scripts["cd-test"]
     makefile = (ROOT / "Makefile").read_text()
-    # `make test` runs the stages, each through the time ledger, in this order.
+    # `make test` runs the stages, each through the time ledger: lint, unit and
+    # the images at once, then the app images, then the scenarios.
     test = re.search(r"^test:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
     assert test, "no recipe for make test"
     stages = re.findall(
-        r"\$\(LEDGER\) run (\S+) -- \$\(MAKE\) --no-print-directory (\S+)$",
+        r"\$\(LEDGER\) (?:run (\S+) --|together ([^-]+) --) \$\(MAKE\) --no-print-directory"
+        r"(?: (\S+))?$",
         test.group(1),
         re.MULTILINE,
     )
-    assert [target for _, target in stages] == ["lint", "unit", "app-images", "scenarios"]
-    assert all(part == target for part, target in stages)
+    assert [(target,) if part else tuple(names.split()) for part, names, target in stages] == [
+        ("lint", "unit", "images"),
+        ("app-images",),
+        ("scenarios",),
+    ]
+    assert all(part == target for part, _, target in stages if part)
     # `make scenarios` runs what the molecule and cd-test jobs run, side by side.
     recipe = re.search(r"^scenarios:.*\n\t(.*)$", makefile, re.MULTILINE)
-    assert recipe and recipe.group(1).endswith("-m harness.scenarios $(SCENARIOS) cd-test")
+    suites = "-m harness.scenarios $(SCENARIOS) cd-test app-image"
+    assert recipe and recipe.group(1).endswith(suites)
     assert set(jobs["image"]["needs"]) == {"lint", "unit", "molecule", "cd-test"}
 
 
@@ -272,12 +286,38 @@ def test_no_workflow_edits_the_runners_apt_sources() -> None:
             assert "--no-install-recommends" in match.group(1), f"{name}:{job}:{step}"
 
 
-def test_dependabot_keeps_the_actions_current() -> None:
+def test_dependabot_config_matches_githubs_schema() -> None:
+    checker = tool("check-jsonschema")
+    assert checker, "check-jsonschema is missing: run `make venv` (requirements.txt pins it)"
+    result = subprocess.run(
+        [checker, "--builtin-schema", "vendor.dependabot", str(ROOT / ".github/dependabot.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dependabot_keeps_every_pinned_ecosystem_current_after_a_cooldown() -> None:
     config = yaml.safe_load((ROOT / ".github/dependabot.yml").read_text())
     assert config["version"] == 2
     ecosystems = {u["package-ecosystem"]: u for u in config["updates"]}
-    assert ecosystems["github-actions"]["directory"] == "/"
-    assert ecosystems["github-actions"]["schedule"]["interval"] in {"daily", "weekly"}
+    assert set(ecosystems) == {"github-actions", "pip", "docker", "npm"}
+
+    def dirs(update: dict[str, Any]) -> set[str]:
+        return set(update.get("directories") or [update["directory"]])
+
+    assert dirs(ecosystems["github-actions"]) == {"/"}
+    assert dirs(ecosystems["pip"]) == {"/", "/app"}
+    for ecosystem, manifest in (("pip", "requirements.txt"), ("docker", "Dockerfile")):
+        for folder in dirs(ecosystems[ecosystem]):
+            assert (ROOT / folder.strip("/") / manifest).is_file(), (ecosystem, folder)
+    assert dirs(ecosystems["npm"]) == {
+        "/" + str(p.parent.relative_to(ROOT)) for p in ROOT.glob("node/*/package.json")
+    }
+    for update in config["updates"]:
+        assert update["schedule"]["interval"] in {"daily", "weekly"}, update
+        assert update["cooldown"]["default-days"] >= 3, update
 
 
 SECRET = re.compile(r"secrets\.([A-Za-z_]+)")
@@ -497,11 +537,23 @@ def test_pipefail_rule(shell: str, script: str, safe: bool) -> None:
     assert pipefail_on(shell, script) is safe
 
 
+def publishes_or_holds_secrets(job: dict[str, Any]) -> bool:
+    """A job that writes packages or runs in an environment (production's secrets)."""
+    writes = any(v == "write" for v in (job.get("permissions") or {}).values())
+    return writes or "environment" in job
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_pip_cache_keys_on_both_requirement_files(path: Path) -> None:
-    for job_id, _index, step in steps(load(path)):
+def test_pip_cache_only_where_nothing_is_published_or_secret(path: Path) -> None:
+    """A restored cache is what another run left: keyed on both requirement files in
+    test jobs, and absent where a poisoned one would ship or run with secrets."""
+    workflow = load(path)
+    for job_id, _index, step in steps(workflow):
         if str(step.get("uses", "")).startswith("actions/setup-python@"):
             options = step.get("with", {})
+            if publishes_or_holds_secrets(workflow["jobs"][job_id]):
+                assert "cache" not in options, f"{path.name}:{job_id} restores a cache"
+                continue
             assert options.get("cache") == "pip", f"{path.name}:{job_id}"
             assert set(options.get("cache-dependency-path", "").split()) == {
                 "requirements.txt",
@@ -561,3 +613,189 @@ def test_host_key_bypass_pattern_catches(line: str) -> None:
 )
 def test_host_key_bypass_pattern_lets_checking_on_pass(line: str) -> None:
     assert not HOST_KEY_BYPASS.search(line)
+
+
+# What actions/cache enforces on a key (the toolkit's checkKey): at most 512
+# characters and no comma; a key that breaks either fails the step on GitHub.
+CACHE_KEY_MAX_CHARS = 512
+CACHE_ACTIONS = ("actions/cache@", "actions/cache/restore@", "actions/cache/save@")
+
+
+def matrix_entries(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each combination a job runs with (its `include` entries; one empty one without a matrix)."""
+    matrix = (job.get("strategy") or {}).get("matrix") or {}
+    return list(matrix.get("include") or [{}])
+
+
+def evaluate(template: str, lookup: dict[str, str]) -> str:
+    """A `with:` value with each ${{ }} replaced: names from `lookup` (env.X, matrix.X,
+    steps.ID.outputs.X), hashFiles() by a digest's length; anything else fails the test."""
+
+    def one(found: re.Match[str]) -> str:
+        expr = found.group(0)[3:-2].strip()
+        if expr.startswith("hashFiles("):
+            return "f" * 64
+        assert expr in lookup, f"cannot evaluate ${{{{ {expr} }}}} here: teach this test"
+        return lookup[expr]
+
+    return EXPRESSION.sub(one, template)
+
+
+def step_outputs(script: str, env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """Run a step's script as GitHub does (bash, pipefail) and read what it wrote to
+    $GITHUB_OUTPUT."""
+    out = tmp_path / "github_output"
+    out.write_text("")
+    subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        env={"PATH": os.environ["PATH"], **env, "GITHUB_OUTPUT": str(out)},
+        check=True,
+        timeout=30,
+    )
+    return dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+
+
+def cache_keys(workflow: dict[Any, Any], tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """(where, key) for every cache step's key and restore-keys line, for each of its
+    job's matrix entries, with earlier steps' outputs from running them."""
+    for job_id, job in workflow["jobs"].items():
+        for entry in matrix_entries(job):
+            lookup = {f"matrix.{k}": str(v) for k, v in entry.items()}
+            env = {**(workflow.get("env") or {}), **(job.get("env") or {})}
+            env = {
+                k: evaluate(str(v), lookup) if "matrix." in str(v) else str(v)
+                for k, v in env.items()
+            }
+            env = {k: v for k, v in env.items() if "${{" not in v}
+            lookup |= {f"env.{k}": v for k, v in env.items()}
+            for step in job.get("steps", []):
+                uses = str(step.get("uses", ""))
+                if uses.startswith(CACHE_ACTIONS):
+                    inputs = step.get("with") or {}
+                    lines = [str(inputs.get("key", ""))]
+                    lines += str(inputs.get("restore-keys", "")).splitlines()
+                    for line in filter(None, lines):
+                        yield f"{job_id} {entry}", evaluate(" ".join(line.split()), lookup)
+                keyed = "\n".join(
+                    str((s.get("with") or {}).get(k, ""))
+                    for s in job.get("steps", [])
+                    if str(s.get("uses", "")).startswith(CACHE_ACTIONS)
+                    for k in ("key", "restore-keys")
+                )
+                if step.get("id") and step.get("run") and f"steps.{step['id']}." in keyed:
+                    step_env = {**env, **{k: str(v) for k, v in (step.get("env") or {}).items()}}
+                    outputs = step_outputs(step["run"], step_env, tmp_path)
+                    lookup |= {f"steps.{step['id']}.outputs.{k}": v for k, v in outputs.items()}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_cache_keys_are_what_actions_cache_accepts(path: Path, tmp_path: Path) -> None:
+    keys = list(cache_keys(load(path), tmp_path))
+    bad = [(where, key) for where, key in keys if "," in key or len(key) > CACHE_KEY_MAX_CHARS]
+    assert not bad, f"actions/cache refuses these keys (a comma, or over 512 characters): {bad}"
+    if path.name == "ci.yml":
+        assert any("12-13" in key for _, key in keys), keys  # the releases, joined with "-"
+
+
+def test_the_cache_key_check_sees_a_comma(tmp_path: Path) -> None:
+    """The key ci.yml had before: the matrix's "12,13" straight into the key."""
+    workflow = {
+        "jobs": {
+            "molecule": {
+                "strategy": {"matrix": {"include": [{"releases": "12,13"}]}},
+                "env": {"TESTBED_RELEASES": "${{ matrix.releases }}"},
+                "steps": [
+                    {
+                        "uses": "actions/cache@0000000000000000000000000000000000000000",
+                        "with": {"key": "testbed-images-${{ env.TESTBED_RELEASES }}-x"},
+                    }
+                ],
+            }
+        }
+    }
+    assert [key for _, key in cache_keys(workflow, tmp_path)] == ["testbed-images-12,13-x"]
+
+
+def test_an_always_run_job_fails_the_run_when_any_job_failed() -> None:
+    """The aggregate check needs every other job of ci.yml and runs whatever they did."""
+    jobs = load(WORKFLOW_DIR / "ci.yml")["jobs"]
+    passed = jobs["passed"]
+    assert passed["if"] == "always()"
+    assert set(passed["needs"]) == set(jobs) - {"passed"}
+    assert passed["name"] == "CI passed"
+    script = "\n".join(s.get("run", "") for s in passed["steps"])
+    assert "scripts/ci-needs.py" in script
+    env = next(s["env"] for s in passed["steps"] if "run" in s)
+    assert env["NEEDS"] == "${{ toJSON(needs) }}"
+
+
+@pytest.mark.parametrize(
+    ("results", "code"),
+    [
+        ({"lint": "success", "image": "success"}, 0),
+        ({"lint": "success", "image": "failure"}, 1),
+        ({"lint": "failure", "image": "skipped"}, 1),  # what a skipped required check hides
+        ({"lint": "success", "image": "cancelled"}, 1),
+        ({}, 1),
+    ],
+)
+def test_ci_needs_verdict(results: dict[str, str], code: int) -> None:
+    needs = {job: {"result": result, "outputs": {}} for job, result in results.items()}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "ci-needs.py")],
+        env={**os.environ, "NEEDS": json.dumps(needs)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert done.returncode == code, done.stdout
+    for job, result in results.items():
+        assert f"{job}: {result}" in done.stdout
+
+
+def test_ci_needs_refuses_what_github_does_not_write() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "ci-needs.py")],
+        env={**os.environ, "NEEDS": "[]"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert done.returncode == 2 and "toJSON(needs)" in done.stdout
+
+
+def test_every_master_commit_runs_ci_in_a_group_of_its_own() -> None:
+    """GitHub keeps at most one pending run per concurrency group and cancels it when
+    a newer one arrives: master's commits must not share a group, or some get no image."""
+    concurrency = load(WORKFLOW_DIR / "ci.yml")["concurrency"]
+    group = concurrency["group"]
+    assert "github.sha" in group and "github.ref" not in group, group
+    assert "pull_request.number" in group  # a pull request's pushes share one, and cancel
+    assert concurrency["cancel-in-progress"] == "${{ github.event_name == 'pull_request' }}"
+
+
+def test_the_pushed_image_is_attested_and_cd_verifies_it_before_deploying() -> None:
+    """ci.yml signs the build provenance of the digest it pushed; CD's plan verifies
+    that digest's provenance (this repository's ci.yml, master, the commit) first."""
+    image_job = load(WORKFLOW_DIR / "ci.yml")["jobs"]["image"]
+    ids = [s.get("id") or s.get("name") for s in image_job["steps"]]
+    attest = next(
+        s for s in image_job["steps"] if str(s.get("uses", "")).startswith("actions/attest-build")
+    )
+    assert ids.index("push") < image_job["steps"].index(attest)
+    assert attest["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/master'"
+    assert attest["with"]["subject-digest"] == "${{ steps.digest.outputs.digest }}"
+    assert attest["with"]["push-to-registry"] is True
+    plan = load(WORKFLOW_DIR / "cd.yml")["jobs"]["plan"]
+    names = [s.get("id") or s.get("name") for s in plan["steps"]]
+    verify = next(s for s in plan["steps"] if "gh attestation verify" in s.get("run", ""))
+    assert names.index("image") < plan["steps"].index(verify) < names.index("plan")
+    assert verify["env"]["DIGEST"] == "${{ steps.image.outputs.digest }}"
+    for flag in (
+        "--signer-workflow",
+        "--source-ref refs/heads/master",
+        '--source-digest "$VERSION"',
+    ):
+        assert flag in verify["run"], flag

@@ -166,6 +166,19 @@ def test_promote_continues_the_canary() -> None:
     assert plan["canary"]["step"] == 1 and plan["to_image_id"] == "img-v2"
 
 
+def test_promote_continues_only_the_canary_of_the_version_it_was_asked_for() -> None:
+    """A promote job approved for one release must not continue another's canary."""
+    asked = {"action": "promote", "version": "v2"}
+    assert core.plan(state(canary()), [], per_color(), asked, COLORS)["kind"] == "promote"
+    empty = {"action": "promote", "version": ""}  # promote.yml by hand, without app_version
+    assert core.plan(state(canary()), [], per_color(), empty, COLORS)["kind"] == "promote"
+    stale = {"action": "promote", "version": "v9"}
+    refused = core.plan(state(canary()), [], per_color(), stale, COLORS)
+    assert refused["kind"] == "refuse"
+    assert "a canary of v2 on green is in progress" in refused["why"]
+    assert "not of v9" in refused["why"] and "Nothing was changed" in refused["why"]
+
+
 def test_promote_refuses_drift_and_a_version_marked_bad() -> None:
     refused = core.plan(state(canary()), ["drifted"], per_color(), {"action": "promote"}, COLORS)
     assert refused["kind"] == "refuse" and "drifted" in refused["why"]
