@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "harness"
 IMAGES_DIR = HARNESS / "images"
 APP_DIR = ROOT / "app"
+NODE_DIR = ROOT / "node"
 
 RELEASES = {"12": "bookworm", "13": "trixie"}
 NETWORK = "archibald-test"
@@ -571,7 +572,38 @@ def app_images() -> list[str]:
         run(["docker", "push", "-q", remote], capture=True)
         pushed.append(f"{PULL_REGISTRY}/{APP_REPOSITORY}:{version}")
     log("app images in the registry: " + ", ".join(v for v in APP_VARIANTS))
+    log(f"the example Node service: {node_example_image()}")
     return pushed
+
+
+def node_example_image() -> str:
+    """Build the example Node service (node/example-service) on archibald/debian:12.
+
+    npm installs on this machine, from the registry its npm config names (the
+    repository names none): the package is built with tsc, then installed into
+    the example as a copy (--install-links), and app/ is staged for the image.
+    """
+    npm = shutil.which("npm")
+    if npm is None:
+        raise HarnessError("npm is missing: apt-get install nodejs npm (system-packages.txt)")
+    base = "archibald/debian:12"
+    if not image_exists(base):
+        raise HarnessError(f"{base} is missing: run `make images` first")
+    package, example = NODE_DIR / "archibald-contract", NODE_DIR / "example-service"
+    quiet = ["--no-audit", "--no-fund", "--loglevel=error"]
+    run([npm, "ci", "--prefix", str(package), *quiet], capture=True)
+    run([npm, "run", "--prefix", str(package), "--silent", "build"], capture=True)
+    run(
+        [npm, "ci", "--prefix", str(example), "--omit=dev", "--install-links", *quiet], capture=True
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        context = Path(tmp)
+        shutil.copy(IMAGES_DIR / "node-example" / "Dockerfile", context / "Dockerfile")
+        (context / "app").mkdir()
+        for name in ("server.js", "package.json"):
+            shutil.copy(example / name, context / "app" / name)
+        shutil.copytree(example / "node_modules", context / "app" / "node_modules")
+        return build_from_dockerfile("node-example", "12", base, context)
 
 
 def series_images(prefix: str, count: int, layer_bytes: int) -> list[str]:

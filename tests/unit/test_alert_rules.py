@@ -105,3 +105,36 @@ def test_every_recording_rule_is_tested() -> None:
     )
     untested = {name for name in recorded if not re.search(rf"{re.escape(name)}(?![\w:])", tested)}
     assert not untested, f"recording rules without a promql_expr_test: {sorted(untested)}"
+
+
+def _duration_s(text: str) -> float:
+    return float(text[:-1]) * {"s": 1, "m": 60, "h": 3600}[text[-1]]
+
+
+def test_only_test_inventories_shorten_the_windows() -> None:
+    """The whole stack's tests alert on shorter windows
+    (molecule/default/host_vars); what ships and every real inventory keep
+    production's, which the promtool tests above judge."""
+    defaults = yaml.safe_load((ROOT / "roles/prometheus/defaults/main.yml").read_text())
+    assert defaults["prometheus_scrape_interval"] == "15s"
+    assert defaults["prometheus_evaluation_interval"] == "15s"
+    assert not defaults.get("prometheus_alert_overrides")
+    shortening = re.compile(
+        r"^\s*(prometheus_scrape_interval|prometheus_evaluation_interval|"
+        r"prometheus_alert_overrides)\s*:",
+        re.M,
+    )
+    inventories = [p for p in (ROOT / "inventory").rglob("*") if p.suffix in (".yml", ".yaml")]
+    assert inventories
+    found = [str(p.relative_to(ROOT)) for p in inventories if shortening.search(p.read_text())]
+    assert not found, f"a real inventory changes Prometheus' windows: {found}"
+    # Where a test inventory shortens the scrape interval, the timeout must follow
+    # (Prometheus refuses a timeout above the interval: promtool check config).
+    test_vars = yaml.safe_load((ROOT / "molecule/default/host_vars/default-deb12.yml").read_text())
+    merged = {**defaults, **test_vars}
+    interval = _duration_s(merged["prometheus_scrape_interval"])
+    assert _duration_s(merged["prometheus_scrape_timeout"]) <= interval
+    # The promtool tests evaluate at the shipped interval or coarser, never finer.
+    for test_file in TEST_FILES:
+        interval = yaml.safe_load(test_file.read_text()).get("evaluation_interval", "1m")
+        assert _duration_s(interval) >= _duration_s(defaults["prometheus_evaluation_interval"])

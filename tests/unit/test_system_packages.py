@@ -10,6 +10,7 @@ those the runner already has.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -46,13 +47,20 @@ def parse(text: str) -> dict[str, list[str]]:
             groups[current] = []
             continue
         assert current, f"system-packages.txt:{number}: {line} comes before any [group]"
-        assert re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", line), (
-            f"system-packages.txt:{number}: {line!r} is not one Debian package name"
+        # A package, and optionally the command whose presence makes it unneeded.
+        assert re.fullmatch(r"[a-z0-9][a-z0-9.+-]+(\s+[a-z0-9][a-z0-9.+-]*)?", line), (
+            f"system-packages.txt:{number}: {line!r} is not one Debian package name "
+            "(and, optionally, a command)"
         )
-        groups[current].append(line)
+        package, *unless = line.split()
+        groups[current].append(package)
+        if unless:
+            UNLESS[package] = unless[0]
     return groups
 
 
+# Package -> the command whose presence makes the reader leave it out.
+UNLESS: dict[str, str] = {}
 GROUPS = parse(LIST.read_text(encoding="utf-8"))
 EVERY = [package for packages in GROUPS.values() for package in packages]
 
@@ -110,8 +118,22 @@ def test_the_reader_prints_what_the_file_lists(groups: list[str]) -> None:
     out = subprocess.run(
         [str(ROOT / READER), *groups], capture_output=True, text=True, check=True
     ).stdout.split()
-    expected = EVERY if not groups else [p for g in GROUPS if g in groups for p in GROUPS[g]]
+    listed = EVERY if not groups else [p for g in GROUPS if g in groups for p in GROUPS[g]]
+    expected = [p for p in listed if p not in UNLESS or shutil.which(UNLESS[p]) is None]
     assert out == expected
+
+
+def test_a_package_whose_command_is_there_is_left_out(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / READER, tmp_path / READER)
+    (tmp_path / "system-packages.txt").write_text(
+        "[tools]\n# what needs them\nsh-provider sh\nnever-there no-such-command-here\nplain\n",
+        encoding="utf-8",
+    )
+    out = subprocess.run(
+        [str(tmp_path / READER)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["never-there", "plain"]
 
 
 def test_the_reader_refuses_an_unknown_group_and_prints_nothing() -> None:
@@ -185,3 +207,36 @@ def test_the_unit_job_installs_every_tool_the_unit_tests_call() -> None:
         f"({GROUPS['unit']})"
     )
     assert {"prometheus", "prometheus-alertmanager", "mtail", "shellcheck"} <= set(GROUPS["unit"])
+
+
+# The programs the unit tests run, found the way they find them, and the Debian
+# package of each. A new `shutil.which("tool")` in a unit test fails here until
+# the tool's package is in the unit group (test_preview_token's nginx was not:
+# the unit stage failed on a fresh machine).
+TOOL_PACKAGES = {
+    "promtool": "prometheus",
+    "prometheus": "prometheus",
+    "amtool": "prometheus-alertmanager",
+    "mtail": "mtail",
+    "shellcheck": "shellcheck",
+    "nginx": "nginx",
+}
+CALLS = re.compile(r'shutil\.which\("(?P<tool>[\w.-]+)"\)|"/usr/s?bin/(?P<path>[\w.-]+)"')
+
+
+def test_every_program_the_unit_tests_run_comes_from_the_unit_group() -> None:
+    found: dict[str, str] = {}
+    for test in sorted([*ROOT.glob("tests/unit/**/*.py"), *ROOT.glob("app/tests/**/*.py")]):
+        if test == Path(__file__).resolve():
+            continue  # this file names the pattern, not a program it runs
+        for match in CALLS.finditer(test.read_text(encoding="utf-8")):
+            found.setdefault(match["tool"] or match["path"], str(test.relative_to(ROOT)))
+    assert found, "no program found: the pattern no longer matches how the tests find them"
+    unknown = {tool: where for tool, where in found.items() if tool not in TOOL_PACKAGES}
+    assert not unknown, f"say which Debian package brings these (TOOL_PACKAGES): {unknown}"
+    missing = {
+        tool: TOOL_PACKAGES[tool] for tool in found if TOOL_PACKAGES[tool] not in GROUPS["unit"]
+    }
+    assert not missing, (
+        f"the unit group of system-packages.txt lacks these tools' packages: {missing}"
+    )

@@ -36,6 +36,11 @@ PREVIEW_TOKEN = str(yaml.safe_load(HOST_VARS.read_text())["bluegreen_preview_tok
 STATE_DIR = "/var/lib/archibald/archibald"
 STATE = f"{STATE_DIR}/state.json"
 LOCK = f"{STATE_DIR}/release.lock"
+# The app's good versions (harness/testbed.py builds them) and the one every
+# test file starts from (the known state below).
+VERSIONS = ("v1", "v2", "v3")
+START_VERSION = "v1"
+MAINTENANCE_FLAG = "/etc/nginx/archibald/maintenance"
 # The test hosts use a self-signed certificate.
 TLS = ssl.create_default_context()
 TLS.check_hostname = False
@@ -45,18 +50,21 @@ TLS.verify_mode = ssl.CERT_NONE
 # harness/scenarios.py runs one part of these tests on GitHub's parallel jobs
 # by naming its files here (comma-separated stems); unset, every file runs.
 STACK_TESTS_ENV = "ARCHIBALD_STACK_TESTS"
+# "reverse" runs the files last to first: each file starts from the known state
+# its fixture establishes (start_known below), not from what the file before left.
+STACK_ORDER_ENV = "ARCHIBALD_STACK_ORDER"
 
 
 def file_number(item: pytest.Item) -> int:
-    """The number of a test file (test_12_hooks -> 12): files run in this order, so
-    test_10 runs after test_9, not after test_1 (the first tests expect the host as
-    the converge left it)."""
+    """The number of a test file (test_12_hooks -> 12): files run in this order, or
+    in the reverse one, a file's tests in their own order."""
     found = re.match(r"test_(\d+)_", Path(str(item.fspath)).stem)
     return int(found.group(1)) if found else 0
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=file_number)  # stable: a file's tests keep their order
+    # Stable either way: a file's tests keep their order.
+    items.sort(key=file_number, reverse=os.environ.get(STACK_ORDER_ENV) == "reverse")
     wanted = [s for s in os.environ.get(STACK_TESTS_ENV, "").split(",") if s.strip()]
     if not wanted:
         return
@@ -87,6 +95,101 @@ def run_playbook(name: str, *extra: str) -> tuple[int, str, float]:
 def start_playbook(name: str, *extra: str) -> playbook.Background:
     """Run a playbook in the background, in its own process group (killable as a whole)."""
     return playbook.start(name, *extra)
+
+
+def other(color: str) -> str:
+    """The colour that is not `color`."""
+    return "green" if color == "blue" else "blue"
+
+
+def on_host(command: str) -> subprocess.CompletedProcess[str]:
+    """A shell command on the scenario's host (docker exec), for fixtures that do
+    not take testinfra's per-host `host` (which would parametrise every test)."""
+    return subprocess.run(
+        ["docker", "exec", HOST_CONTAINER, "sh", "-c", command],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def host_state() -> dict[str, Any]:
+    done = on_host(f"cat {STATE}")
+    assert done.returncode == 0, f"cannot read {STATE}: {done.stderr}"
+    return dict(json.loads(done.stdout))
+
+
+def known_state_problems(
+    state: dict[str, Any], serves: tuple[str, str] | None, flag: bool
+) -> list[str]:
+    """What keeps the host from the known state every test file starts from:
+    START_VERSION live and served, no canary, no version marked bad, no maintenance."""
+    active = state.get("active")
+    live = (state.get("colors") or {}).get(active or "", {}).get("version")
+    problems = []
+    if flag:
+        problems.append("maintenance mode is on")
+    if state.get("canary"):
+        problems.append(f"a canary is in progress: {state['canary']}")
+    if state.get("bad_versions"):
+        problems.append(f"versions are marked bad: {sorted(state['bad_versions'])}")
+    if live != START_VERSION:
+        problems.append(f"{active} is live with {live}, not {START_VERSION}")
+    if serves != (active, START_VERSION):
+        problems.append(f"nginx serves {serves}, not {(active, START_VERSION)}")
+    return problems
+
+
+def establish_known_state() -> list[str]:
+    """Bring the host to the known state with the operators' own playbooks (each
+    only when needed), then assert it; return what it had to do."""
+    done: list[str] = []
+
+    def step(name: str, *extra: str) -> None:
+        rc, out, seconds = run_playbook(name, *extra)
+        assert rc == 0, f"setting up the known state: {name} {extra} failed: {out[-3000:]}"
+        done.append(f"{name} {' '.join(extra)} ({seconds:.0f} s)".replace("  ", " "))
+
+    if on_host(f"test -e {MAINTENANCE_FLAG}").returncode == 0:
+        step("maintenance.yml", "-e", "maintenance=off")
+    if host_state().get("canary"):
+        step("abort.yml", "-e", "bluegreen_abort_reason='a test file starts from no canary'")
+    for version in sorted(host_state().get("bad_versions") or {}):
+        step("mark-bad.yml", "-e", f"app_version={version}", "-e", "bluegreen_bad=false")
+    state = host_state()
+    colors = state.get("colors") or {}
+    active = state.get("active")
+    if colors.get(active or "", {}).get("version") != START_VERSION:
+        warm = next((c for c in colors if c != active), None)
+        if warm and colors[warm].get("version") == START_VERSION:
+            step("rollback.yml")
+        else:
+            step("release.yml", "-e", f"app_version={START_VERSION}")
+
+    def problems() -> list[str]:
+        try:
+            serves: tuple[str, str] | None = serving()
+        except (AssertionError, OSError, KeyError, ValueError):
+            serves = None
+        flag = on_host(f"test -e {MAINTENANCE_FLAG}").returncode == 0
+        return known_state_problems(host_state(), serves, flag)
+
+    # nginx serves the switch at once; the wait covers a reload still in flight.
+    wait.until(
+        "the known state", lambda: not problems(), 30, 1, detail=lambda: "; ".join(problems())
+    )
+    return done
+
+
+@pytest.fixture(scope="module", autouse=True)
+def start_known() -> None:
+    """Every test file starts from the known state (known_state_problems), which
+    this establishes when the file before left something else, so the files pass
+    in any order (ARCHIBALD_STACK_ORDER=reverse runs them backwards)."""
+    done = establish_known_state()
+    if done:
+        print(f"\n[known state] set up before this file: {'; '.join(done)}")
 
 
 def flat(text: str) -> str:

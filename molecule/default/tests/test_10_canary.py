@@ -23,6 +23,8 @@ from conftest import (
     HOST_CONTAINER,
     PREVIEW_TOKEN,
     TLS,
+    VERSIONS,
+    other,
     read_state,
     run_playbook,
     serving,
@@ -31,7 +33,6 @@ from conftest import (
 )
 
 PORT = int(EDGE.rsplit(":", 1)[1])
-VERSIONS = ("v1", "v2", "v3")
 UPSTREAMS = "/etc/nginx/archibald/upstreams.conf"
 
 
@@ -178,8 +179,8 @@ class Load:
 
 
 def release(version: str, *extra: str) -> tuple[int, str, float, float]:
-    """(rc, output, started, seconds) of a release of `version` with app_force (the parts
-    before may have marked any version bad)."""
+    """(rc, output, started, seconds) of a release of `version` with app_force (an
+    earlier test of this file may have marked it bad: an aborted canary does)."""
     started = time.time()
     rc, out, seconds = run_playbook(
         "release.yml", "-e", f"app_version={version}", "-e", "app_force=true", *extra
@@ -279,7 +280,7 @@ def test_bad_canary_is_aborted_at_its_first_step(host: Any) -> None:
     assert state["canary"] is None and "bad-errors" in state["bad_versions"]
     abort = events(host, started, "canary_abort")[-1]
     back = at(abort["at"]) + 1
-    canary_color = "green" if stable == "blue" else "blue"
+    canary_color = other(stable)
     bad = [s for s in load.samples if s[4] == canary_color and s[0] >= started]
     first_bad = min((s[0] for s in load.failed(started) if s[4] == canary_color), default=None)
     last_canary = max((s[0] for s in bad), default=started)
@@ -451,7 +452,7 @@ def test_pause_then_abort(host: Any) -> None:
 def test_preview_needs_the_token() -> None:
     """The idle colour (warm after the last release) answers only with the token."""
     stable, _ = serving()
-    idle = "green" if stable == "blue" else "blue"
+    idle = other(stable)
     answers = {
         "no token": _free_color(),
         "token header": _free_color({"X-Archibald-Preview": PREVIEW_TOKEN}),

@@ -12,9 +12,8 @@ import json
 import time
 from typing import Any
 
-from conftest import PREVIEW_TOKEN, Prober, read_state, run_playbook, serving
+from conftest import PREVIEW_TOKEN, VERSIONS, Prober, read_state, run_playbook, serving
 
-VERSIONS = ("v1", "v2", "v3")
 VOLUME = "/var/lib/docker/volumes/archibald-data/_data"
 # The app image's entrypoint is the app's own command line; a hook names its own.
 PY = ["python3", "-c"]

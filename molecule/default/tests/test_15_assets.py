@@ -17,9 +17,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import STATE_DIR, ask, read_state, run_playbook, running_colors, serving, wait_for
+from conftest import (
+    STATE_DIR,
+    VERSIONS,
+    ask,
+    read_state,
+    run_playbook,
+    running_colors,
+    serving,
+    wait_for,
+)
 
-VERSIONS = ("v1", "v2", "v3")
 # The page's links to its files (the reference app's assets.py).
 FILES = re.compile(r'"/static/(app\.[0-9a-f]{12}\.(?:js|css))"')
 IMMUTABLE = "public, max-age=31536000, immutable"

@@ -31,7 +31,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import EDGE, Prober, hey, parse_hey, read_state, run_playbook, stop_hey, wait_for
+from conftest import (
+    EDGE,
+    Prober,
+    hey,
+    other,
+    parse_hey,
+    read_state,
+    run_playbook,
+    stop_hey,
+    wait_for,
+)
 
 from harness import postload
 
@@ -104,7 +114,9 @@ def phase(samples: list[tuple[float, int, str, float]], start: float, end: float
 
 def test_release_and_rollback_near_capacity(host: Any, tmp_path: Path) -> None:
     before = read_state(host)
-    assert before["active"] == "blue" and before["colors"]["blue"]["version"] == "v1"
+    old = before["active"]  # the known state: v1 live (start_known), on either colour
+    new = other(old)
+    assert before["colors"][old]["version"] == "v1"
 
     body = json.dumps(JOB)
     get_capacity = capacity("/api/jobs?limit=1")
@@ -115,7 +127,10 @@ def test_release_and_rollback_near_capacity(host: Any, tmp_path: Path) -> None:
     read_floor = math.ceil(MIN_READS * 1.1 / ((HEY_MAX_S - 30) * HEY_CONCURRENCY))
     read_rate = max(read_floor, int(get_capacity * READ_SHARE / HEY_CONCURRENCY))
     h2_rate = post_capacity * WRITE_SHARE / 2
-    write_rate = min(PYTHON_WRITER_MAX_RATE, post_capacity * WRITE_SHARE / 4)
+    # The same floor for each HTTP/1.1 writer (MIN_WRITES within hey's time):
+    # below 110 req/s POST capacity a quarter of the share sends fewer.
+    write_floor = MIN_WRITES * 1.1 / (HEY_MAX_S - 30)
+    write_rate = max(write_floor, min(PYTHON_WRITER_MAX_RATE, post_capacity * WRITE_SHARE / 4))
     offered = (read_rate * HEY_CONCURRENCY) / get_capacity + (h2_rate + 2 * write_rate) / (
         post_capacity
     )
@@ -199,17 +214,17 @@ def test_release_and_rollback_near_capacity(host: Any, tmp_path: Path) -> None:
     h2_failed = h2_sent - h2_accepted - h2_refused
     non2xx = sum(n for c, n in result["codes"].items() if not 200 <= c < 300)
     samples = prober.samples
-    # The flip as a client sees it: the last answer from blue before the first
-    # from green (the prober asks every ~20 ms), and any blue answer after it.
-    green = [s[0] for s in samples if s[2] == "green"]
-    blue_before = [s[0] for s in samples if s[2] == "blue" and green and s[0] < green[0]]
-    flip_ms = (green[0] - blue_before[-1]) * 1000 if green and blue_before else float("nan")
+    # The flip as a client sees it: the last answer from the old colour before
+    # the first from the new (the prober asks every ~20 ms), and any old answer after it.
+    first_new = [s[0] for s in samples if s[2] == new]
+    old_before = [s[0] for s in samples if s[2] == old and first_new and s[0] < first_new[0]]
+    flip_ms = (first_new[0] - old_before[-1]) * 1000 if first_new and old_before else float("nan")
     # During nginx's graceful reload old workers may still accept a few
-    # connections for a moment: blue (healthy, still running) answers those.
+    # connections for a moment: the old colour (healthy, still running) answers those.
     rb = marks["rollback"]
-    mixed = [s for s in samples if green and green[0] < s[0] < rb and s[2] != "green"]
-    overlap_ms = (mixed[-1][0] - green[0]) * 1000 if mixed else 0.0
-    back = [s[0] for s in samples if s[0] > rb and s[2] == "blue"]
+    mixed = [s for s in samples if first_new and first_new[0] < s[0] < rb and s[2] != new]
+    overlap_ms = (mixed[-1][0] - first_new[0]) * 1000 if mixed else 0.0
+    back = [s[0] for s in samples if s[0] > rb and s[2] == old]
     rollback_to_traffic_s = back[0] - rb if back else float("nan")
     counts = [postload.summary(w) for w in writers]
     outcomes = [o for w in writers for o in w.outcomes]
@@ -242,9 +257,9 @@ def test_release_and_rollback_near_capacity(host: Any, tmp_path: Path) -> None:
     print(f"health probes, rollback v2->v1 {phase(samples, rb, marks['rolled_back'])}")
     print(
         f"timings: release {release_s:.1f} s (target <= 60), rollback {rollback_s:.1f} s "
-        f"(target <= 15), rollback command to traffic on blue {rollback_to_traffic_s:.1f} s "
-        f"(target <= 10), flip {flip_ms:.0f} ms between the last blue and first green answer "
-        f"(target < 1000), {len(mixed)} blue answers after the first green one, "
+        f"(target <= 15), rollback command to traffic on {old} {rollback_to_traffic_s:.1f} s "
+        f"(target <= 10), flip {flip_ms:.0f} ms between the last {old} and first {new} answer "
+        f"(target < 1000), {len(mixed)} {old} answers after the first {new} one, "
         f"over {overlap_ms:.0f} ms"
     )
     _raw, retried = counts
@@ -256,16 +271,19 @@ def test_release_and_rollback_near_capacity(host: Any, tmp_path: Path) -> None:
     assert h2_failed == 0, (
         f"HTTP/2 writes failed across the switches: {h2['codes']} {h2['error_lines']}"
     )
-    assert h2_sent >= MIN_WRITES, "too few HTTP/2 writes to judge the switches"
+    assert h2_sent >= MIN_WRITES, f"{h2_sent} HTTP/2 writes: too few to judge the switches"
     assert retried["failed"] == 0, (
         f"HTTP/1.1 writes failed even with retries on their key: {retried['errors']}"
     )
     assert all(c["keys_with_two_jobs"] == 0 for c in counts), "a key made two jobs"
-    assert min(c["sent"] for c in counts) >= MIN_WRITES, "too few writes to judge the switches"
-    assert green, "no answer ever came from green: the release did not switch traffic"
+    assert min(c["sent"] for c in counts) >= MIN_WRITES, (
+        f"writes sent {[c['sent'] for c in counts]} at {write_rate:.1f} req/s each: too few "
+        f"(under {MIN_WRITES}) to judge the switches"
+    )
+    assert first_new, f"no answer ever came from {new}: the release did not switch traffic"
     assert flip_ms < 1000, f"the flip took {flip_ms:.0f} ms"
     assert overlap_ms < 1000, f"old colour still answered {overlap_ms:.0f} ms after the flip"
-    assert read_state(host)["active"] == "blue"
+    assert read_state(host)["active"] == old
 
     # Every accepted job runs exactly once; the database, not the client, says so.
     prefixes = [w.key_prefix for w in writers]

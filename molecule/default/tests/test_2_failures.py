@@ -10,6 +10,7 @@ from conftest import (
     LOCK,
     STATE,
     STATE_DIR,
+    other,
     read_state,
     run_playbook,
     serving,
@@ -25,7 +26,7 @@ from conftest import (
 def test_bad_image_is_not_switched_to(host: Any, version: str, why: str) -> None:
     before_state = host.file(STATE).content_string
     before = serving()
-    target = "green" if before[0] == "blue" else "blue"
+    target = other(before[0])
     rc, out, elapsed = run_playbook(
         "release.yml", "-e", f"app_version={version}", "-e", "bluegreen_health_timeout_s=20"
     )

@@ -22,7 +22,7 @@ import urllib.parse
 from typing import Any
 
 import yaml
-from conftest import ROOT, edge, post_job, read_state, run_playbook, wait_for
+from conftest import HOST_VARS, ROOT, edge, post_job, read_state, run_playbook, wait_for
 
 PROM = "http://127.0.0.1:9090"
 
@@ -136,13 +136,11 @@ def test_error_rate_alert_is_the_shipped_rule_with_shorter_windows(host: Any) ->
 
 def test_error_rate_alert_fires_and_clears(host: Any) -> None:
     before = read_state(host)
-    # app_force: the analysis test may already have marked bad-errors bad.
+    # No app_force: every file starts with no version marked bad (start_known).
     rc, out, _ = run_playbook(
         "release.yml",
         "-e",
         "app_version=bad-errors",
-        "-e",
-        "app_force=true",
         "-e",
         "bluegreen_rollback_window_s=600",
     )
@@ -194,16 +192,31 @@ def test_error_rate_alert_fires_and_clears(host: Any) -> None:
     assert status == 200 and body["color"] == before["active"], body
 
 
+def seconds(duration: str) -> float:
+    """A Prometheus duration of one unit (5s, 1m) in seconds."""
+    return float(duration[:-1]) * {"s": 1, "m": 60, "h": 3600}[duration[-1]]
+
+
 def test_prometheus_footprint(host: Any) -> None:
     series = instant(host, "prometheus_tsdb_head_series")[0]["value"][1]
     rss = instant(host, 'process_resident_memory_bytes{job="prometheus"}')[0]["value"][1]
     rate = instant(host, "rate(prometheus_tsdb_head_samples_appended_total[2m])")[0]["value"][1]
     disk = host.check_output("du -sb /var/lib/prometheus/metrics2 | cut -f1")
-    # About 1.3 bytes per sample after compaction (Prometheus' own rule of thumb: 1-2).
-    per_day = float(rate) * 86400 * 1.3
+    # The test host may scrape more often than production: scale the rate to the
+    # shipped interval. About 1.3 bytes per sample after compaction (Prometheus'
+    # own rule of thumb: 1-2).
+    defaults = yaml.safe_load((ROOT / "roles/prometheus/defaults/main.yml").read_text())
+    shipped = seconds(defaults["prometheus_scrape_interval"])
+    here = seconds(
+        yaml.safe_load(HOST_VARS.read_text()).get(
+            "prometheus_scrape_interval", defaults["prometheus_scrape_interval"]
+        )
+    )
+    per_day = float(rate) * here / shipped * 86400 * 1.3
     print(
         f"\n[prometheus] {int(float(series))} series, {int(float(rss)) / 2**20:.0f} MiB RSS, "
         f"{int(disk) / 2**20:.1f} MiB on disk now, {float(rate):.0f} samples/s; "
-        f"15 days at this rate: about {per_day * 15 / 2**20:.0f} MiB"
+        f"15 days at this rate scraped every {shipped:.0f} s (here {here:.0f} s): "
+        f"about {per_day * 15 / 2**20:.0f} MiB"
     )
     assert int(float(series)) > 0

@@ -22,6 +22,7 @@ from conftest import (
     STATE_DIR,
     Prober,
     flat,
+    other,
     read_state,
     run_playbook,
     serving,
@@ -33,10 +34,6 @@ UPSTREAMS = "/etc/nginx/archibald/upstreams.conf"
 NO_WAIT = ["-e", "bluegreen_lock_wait_s=0"]
 # Judge quickly; the crash-looping image crashes 40 s after each start.
 ANALYSIS = ["-e", "bluegreen_analysis_window_s=60", "-e", "bluegreen_analysis_interval_s=5"]
-
-
-def other(color: str) -> str:
-    return "green" if color == "blue" else "blue"
 
 
 def next_version(host: Any) -> str:

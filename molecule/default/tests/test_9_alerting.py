@@ -307,7 +307,8 @@ def test_heartbeat_stops_when_prometheus_stops(host: Any, receivers: set[str]) -
     host.check_output("systemctl stop prometheus")
     stopped = host_time(host)
     try:
-        # Alertmanager keeps the last Watchdog until it expires (4 x 15 s here).
+        # Alertmanager keeps the last Watchdog until it expires: 4 x the larger of
+        # the evaluation interval and the resend delay (4 x 15 s here).
         def silent() -> float | None:
             now = host_time(host)
             last = max(pings(host), default=0.0)

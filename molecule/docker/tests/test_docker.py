@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
+
+from harness.wait import until
 
 PROBE = "molecule-docker-probe"
 IMAGE = "registry:5000/testbed/python:12"
@@ -61,14 +62,16 @@ def probe(host):
 
 
 def test_container_from_local_registry_answers(host, probe: str) -> None:
-    deadline = time.monotonic() + 30
-    last = None
-    while time.monotonic() < deadline:
-        last = host.run("curl -fsS -o /dev/null -w '%{http_code}' http://127.0.0.1:18080/")
-        if last.rc == 0 and last.stdout.strip() == "200":
-            break
-        time.sleep(0.5)
-    assert last is not None and last.stdout.strip() == "200", last
+    until(
+        "the probe container to answer 200",
+        lambda: (
+            host.run(
+                "curl -fsS -o /dev/null -w '%{http_code}' http://127.0.0.1:18080/"
+            ).stdout.strip()
+            == "200"
+        ),
+        30,
+    )
     fmt = "'{{json .HostConfig.LogConfig}}'"
     log_config = _docker_json(host, f"inspect --format {fmt} {probe}")
     assert log_config == {"Type": "json-file", "Config": {"max-file": "5", "max-size": "10m"}}

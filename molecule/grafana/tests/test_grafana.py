@@ -12,10 +12,11 @@ import configparser
 import functools
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import yaml
+
+from harness import playbook
 
 SCENARIO = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", Path(__file__).parents[1]))
 DASHBOARDS = sorted(
@@ -24,28 +25,16 @@ DASHBOARDS = sorted(
 
 
 @functools.cache
-def _playbook(playbook: str, limit: str) -> subprocess.CompletedProcess[str]:
-    """Run a playbook of this scenario against one host (once per host)."""
-    return subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            os.environ["MOLECULE_INVENTORY_FILE"],
-            "--limit",
-            limit,
-            str(SCENARIO / playbook),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-        env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0"),
-    )
+def _playbook(playbook_name: str, limit: str) -> tuple[int, str]:
+    """Run a playbook of this scenario against one host (once per host), the way
+    every test runs one (harness/playbook.py): (exit code, stdout and stderr)."""
+    rc, output, _ = playbook.run(SCENARIO / playbook_name, limit=limit, timeout=600)
+    return rc, output
 
 
-def _said(result: subprocess.CompletedProcess[str]) -> str:
-    """The playbook's output (errors go to stderr) with the YAML callback's wrapping undone."""
-    return " ".join((result.stdout + result.stderr).split())
+def _said(result: tuple[int, str]) -> str:
+    """The playbook's output (stdout and stderr) with the YAML callback's wrapping undone."""
+    return " ".join(result[1].split())
 
 
 def _ini(host) -> configparser.RawConfigParser:
@@ -120,7 +109,7 @@ def _probe_url() -> str:
 
 def test_skip_is_said_plainly(host) -> None:
     result = _playbook("converge.yml", host.backend.host)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result[0] == 0, result[1]
     said = _said(result)
     assert "SKIPPED Grafana package install and service" in said
     assert f"its repository {_probe_url()} is unreachable" in said
@@ -128,7 +117,7 @@ def test_skip_is_said_plainly(host) -> None:
 
 def test_required_and_unreachable_fails_in_preflight(host) -> None:
     result = _playbook("required.yml", host.backend.host)
-    assert result.returncode != 0, result.stdout
+    assert result[0] != 0, result[1]
     said = _said(result)
     assert "Grafana is required (grafana_required: true)" in said
     assert "is unreachable" in said

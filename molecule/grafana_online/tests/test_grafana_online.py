@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from harness.wait import until
 
 SCENARIO = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", Path(__file__).parents[1]))
 DASHBOARDS = SCENARIO.parents[1] / "roles/grafana/files/dashboards"
@@ -105,9 +106,8 @@ def _panel_query(name: str) -> dict[str, Any]:
 @pytest.mark.parametrize("panel", ["Load average", "Memory used"])
 def test_a_system_overview_panel_query_returns_data(host, panel: str) -> None:
     query = json.dumps(_panel_query(panel))
-    values: list[Any] = []
-    deadline = time.monotonic() + 90  # the first scrapes (15 s interval)
-    while time.monotonic() < deadline:
+
+    def values() -> list[Any]:
         status, body = _curl(
             host,
             "/api/ds/query",
@@ -120,8 +120,7 @@ def test_a_system_overview_panel_query_returns_data(host, panel: str) -> None:
         )
         assert status == 200, body
         frames = body["results"]["A"].get("frames", [])
-        values = [v for f in frames for v in (f.get("data", {}).get("values") or [[]])[-1]]
-        if values:
-            break
-        time.sleep(5)
-    assert values, f"{panel}: Grafana's query through the datasource returned no data"
+        return [v for f in frames for v in (f.get("data", {}).get("values") or [[]])[-1]]
+
+    # The first scrapes (15 s interval); a timeout says Grafana's query returned no data.
+    until(f"{panel}: data through Grafana's datasource", values, 90, 5)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
+
+from harness.wait import until
 
 METRICS = "curl -fsS --max-time 5 http://127.0.0.1:9100/metrics"
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
@@ -51,14 +51,11 @@ def deploy_prom(host):
 
 
 def test_textfile_collector_exports_deploy_metrics(host, deploy_prom: str) -> None:
-    deadline = time.monotonic() + 30
-    out = ""
-    while time.monotonic() < deadline:
-        out = host.check_output(METRICS)
-        if "archibald_deploy_switch_timestamp_seconds 1.7e+09" in out:
-            break
-        time.sleep(1)
-    assert "archibald_deploy_switch_timestamp_seconds 1.7e+09" in out
+    def exported() -> str:
+        text = host.check_output(METRICS)
+        return text if "archibald_deploy_switch_timestamp_seconds 1.7e+09" in text else ""
+
+    out = until("node_exporter to export the deploy metric", exported, 30, 1)
     assert "node_textfile_scrape_error 0" in out
 
 
