@@ -79,10 +79,13 @@ BUDGETS_S: dict[str, int] = {
     # Stop 32: its five deploy jobs took 457, 349, 204, 531 and 217 s over SSH
     # beside the role scenarios and then the three stack hosts: 1,800 s was
     # not enough. It starts first and ends before the stack's lanes do.
-    "cd-test": 2400,
+    # Stop 33: stopped at 2,400 s with the contract checks in it (those took
+    # 178 s on their own, app-image, in the next run); not on the critical path
+    # (the stage takes 2,900-3,400 s), so a slow machine must not fail it.
+    "cd-test": 3000,
     # The contract on two images with --busy, the Node package's own tests and
-    # the smoke test: not measured on its own yet (part of cd-test before).
-    "app-image": 900,
+    # the smoke test: 178 s in a CI run beside the role scenarios and the build.
+    "app-image": 600,
     # 257 s here alone since our colours share the compose volume (the
     # adoption under load 111 s, its rerun 66, the way back 17). In CI it
     # starts with three other scenarios' converges: the adoption's provision
@@ -270,6 +273,20 @@ def parts_of(name: str) -> list[str]:
     if scenario != STACK:
         return []
     return parts.split("+") if parts else list(STACK_PARTS)
+
+
+# The budgets above were measured on one machine; machines "like ours" ran the
+# same commit up to 1.9 times slower (the stack's build 776 s in one CI run,
+# 1,456 s in the next, base 388 and 624 s, nginx near its 600 s). A budget is
+# there to stop a run that hangs, with its reason, well before CI's own limit,
+# not to fail a slow machine: on this machine every run gets this much more.
+# GitHub's estimate (--estimate-github) uses the budgets as they are.
+LOCAL_BUDGET_SCALE = 1.35
+
+
+def local_budget(name: str) -> int:
+    """The wall time `name` may take here: its budget with the machine's margin."""
+    return round(budget(name) * LOCAL_BUDGET_SCALE)
 
 
 def budget(name: str) -> int:
@@ -567,7 +584,7 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    runs = {n: Run(n, budget(n), LOGS / f"{n.replace(':', '-')}.log") for n in names}
+    runs = {n: Run(n, local_budget(n), LOGS / f"{n.replace(':', '-')}.log") for n in names}
     # Suites first: the longest of the shared lanes starts at once.
     alone = [runs[n] for n in names if n.partition(":")[0] in EXCLUSIVE]
     at_once = len(alone) <= len(STACK_SLOTS)
@@ -592,7 +609,7 @@ def main(argv: list[str]) -> int:
     build: list[Run] = []
     if at_once and len(alone) > 1:
         # The lanes start from one converge (harness/snapshot.py).
-        build = [Run(STACK_BUILD, budget(STACK_BUILD), LOGS / f"{STACK}-snapshot.log")]
+        build = [Run(STACK_BUILD, local_budget(STACK_BUILD), LOGS / f"{STACK}-snapshot.log")]
         for run in alone:
             run.from_snapshot = True
         snapshot.main(["reset"])
