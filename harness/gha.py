@@ -15,6 +15,8 @@ way GitHub documents it:
   $GITHUB_PATH and $GITHUB_STEP_SUMMARY are fresh per step, and what a step
   writes there becomes ``steps.<id>.outputs``, later steps' environment and
   PATH, and the summary (``name=value`` and ``name<<DELIMITER`` forms);
+* a step's ``timeout-minutes`` stops it as a cancel does (SIGINT to its shell,
+  SIGTERM after 7.5 s, the process group killed 2.5 s later) and fails it;
 * expressions: literals, ``a.b`` / ``a['b']`` lookups (case-insensitive, a
   missing one is null), ``! == != < <= > >= && ||`` with GitHub's value
   semantics (``||`` gives the first truthy operand, strings compare
@@ -28,12 +30,15 @@ job simply runs), and one stand-in per ``uses:`` action.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -46,6 +51,9 @@ SHELLS = {
     "sh": ["sh", "-e", "{0}"],
 }
 DEFAULT_SHELL = ["bash", "-e", "{0}"]
+# How GitHub's runner stops a step (a cancel, or its timeout-minutes): SIGINT to
+# the step's process, SIGTERM after 7.5 s, the process tree killed 2.5 s later.
+STOP_SIGNALS = ((signal.SIGINT, 7.5), (signal.SIGTERM, 2.5))
 STATUS_FUNCTIONS = re.compile(r"\b(success|failure|cancelled|always)\s*\(", re.IGNORECASE)
 TEMPLATE = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
 
@@ -569,11 +577,28 @@ class Runner:
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
+            start_new_session=True,
         )
+        timed_out = threading.Event()
+        timer = None
+        if step.get("timeout-minutes") is not None:
+            limit_s = float(render(step["timeout-minutes"], {"env": env})) * 60
+            timer = threading.Timer(limit_s, stop_step, (proc, timed_out))
+            timer.daemon = True
+            timer.start()
         assert proc.stdout is not None
-        for line in proc.stdout:
-            self.log("    " + self.mask(line.rstrip("\n")))
-        code = proc.wait()
+        try:
+            for line in proc.stdout:
+                self.log("    " + self.mask(line.rstrip("\n")))
+            code = proc.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if timed_out.is_set():
+            self.log(
+                f"    Error: The action '{name}' has timed out after {limit_s / 60:g} minutes."
+            )
+            code = code or 1
         outputs = parse_command_file(files["GITHUB_OUTPUT"].read_text())
         added_env.update(parse_command_file(files["GITHUB_ENV"].read_text()))
         added_path.extend(p for p in files["GITHUB_PATH"].read_text().splitlines() if p.strip())
@@ -582,6 +607,21 @@ class Runner:
             self.log(f"    Error: Process completed with exit code {code}.")
         outcome = "success" if code == 0 else "failure"
         return StepResult(step_id, name, outcome, outputs=outputs, code=code)
+
+
+def stop_step(proc: subprocess.Popen[str], timed_out: threading.Event) -> None:
+    """Stop a step as GitHub's runner does (STOP_SIGNALS), then kill what is left of
+    its process group (what it started and left behind); ``timed_out`` says it happened."""
+    timed_out.set()
+    for sig, grace_s in STOP_SIGNALS:
+        if proc.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace_s)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def effective_shell(

@@ -3,6 +3,7 @@ follows GitHub's documented rules: expressions, conditions, shells, step files."
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,29 @@ def test_the_real_rollback_condition_covers_a_cancelled_run() -> None:
         CONTEXT, steps=dict(CONTEXT["steps"], after={"outputs": {"active_version": "v1"}})
     )
     assert not gha.condition(steps["rollback"]["if"], unmoved, "failure")
+
+
+def test_a_step_over_its_timeout_is_stopped_as_github_does_and_fails(tmp_path: Path) -> None:
+    """timeout-minutes: SIGINT to the step's shell, SIGTERM 7.5 s later, the rest of
+    its process group killed 2.5 s after that; the step fails and failure() steps run."""
+    steps = [
+        {
+            "id": "release",
+            "timeout-minutes": 0.02,  # 1.2 s
+            "run": "trap 'echo got INT' INT\nsleep 60 & wait || true\nsleep 60 & wait",
+        },
+        {"id": "after", "if": "failure()", "run": "echo cleaned up"},
+    ]
+    started = time.monotonic()
+    result = _runner(_workflow(tmp_path, {"run": {"shell": "bash"}}, steps), tmp_path).run_job("j")
+    took = time.monotonic() - started
+    assert result.step("release").outcome == "failure"
+    assert result.ran() == ["release", "after"]
+    # Its trap took the SIGINT and it went on: SIGTERM and the kill ended it.
+    assert 1.2 + 7.5 <= took < 1.2 + 7.5 + 2.5 + 5, took
+
+
+def test_a_step_within_its_timeout_is_not_touched(tmp_path: Path) -> None:
+    steps = [{"id": "quick", "timeout-minutes": 1, "run": "sleep 0.2; echo ok"}]
+    result = _runner(_workflow(tmp_path, None, steps), tmp_path).run_job("j")
+    assert result.conclusion == "success" and result.step("quick").code == 0
