@@ -58,7 +58,7 @@ lint: venv ## yamllint, ansible-lint (production, offline), zizmor (the workflow
 	ansible-lint --offline
 	ruff check .
 	ruff format --check .
-	mypy filter_plugins library module_utils roles/bluegreen/files harness monitoring tests/unit tests/cd scripts/image-digest.py scripts/ci-needs.py scripts/github-settings.py app/archibald_app
+	mypy filter_plugins library module_utils roles/bluegreen/files harness monitoring tests/unit tests/cd scripts/image-digest.py scripts/ci-needs.py scripts/github-settings.py scripts/cd-plan.py app/archibald_app
 
 .PHONY: unit
 unit: venv node-unit ## Unit tests: plugins, harness, roles' interfaces, the app, the Node package

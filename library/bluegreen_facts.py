@@ -148,73 +148,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.bluegreen import (
-    PIN_HEADER,
-    PIN_STABLE,
-    BlueGreenError,
-    check_colors,
-    colors_of,
-    drift,
-    edge_answer,
-    is_expired,
-    load_state,
-    parse_lock,
-    parse_marker,
-    paths,
-    plan,
-    read_deadline,
-    read_text,
-    summarize_container,
-)
+from ansible.module_utils.bluegreen import BlueGreenError
+from ansible.module_utils.bluegreen import observe as observe_host
 from ansible.module_utils.httpfetch import fetch
 
 
-def deadline_or_none(path: str) -> float | None:
-    """Facts report an unreadable deadline as none; the retirement script refuses it."""
-    try:
-        return read_deadline(path)
-    except BlueGreenError:
-        return None
-
-
 def observe(params: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """Everything the module returns; the only I/O is reading files and one GET."""
-    colors = check_colors(params["colors"])
-    files = paths(params["dir"], colors)
-    text = read_text(files["state"])
-    state = load_state(text, files["state"], params["app"], colors)
-    lock = parse_lock(read_text(files["lock"]))
-    if lock is not None:
-        lock["expired"] = "unreadable" not in lock and is_expired(lock, now)
-    upstream = parse_marker(read_text(params["upstreams_file"]))
-    # Pinned to the stable colour: during a canary nginx would otherwise answer
-    # from either colour (outside one the header changes nothing).
-    headers = {PIN_HEADER: PIN_STABLE}
-    if params.get("edge_host"):
-        headers["Host"] = params["edge_host"]
-    edge = edge_answer(
-        *fetch(
-            params["edge_url"].rstrip("/") + params["health_path"],
-            params["request_timeout"],
-            headers,
-            params["edge_validate_certs"],
-        )
-    )
-    containers = [summarize_container(c) for c in params["containers"] or []]
-    per_color = colors_of(containers, colors, list(params["services"]))
-    found = drift(state, upstream, edge, per_color)
-    request = dict(params["request"] or {"action": "none"})
-    return {
-        "state": state,
-        "state_exists": bool(text and text.strip()),
-        "lock": lock,
-        "upstream": upstream,
-        "edge": edge,
-        "colors": per_color,
-        "retire": {c: deadline_or_none(files["retire"][c]) for c in colors},
-        "drift": found,
-        "plan": plan(state, found, per_color, request, colors),
-    }
+    """Everything the module returns (bluegreen.observe), nginx asked through Ansible's client."""
+    return observe_host(params, now, fetch)
 
 
 ARGUMENT_SPEC: dict[str, Any] = {

@@ -1312,3 +1312,65 @@ def edge_answer(status: int | None, body: str, error: str | None) -> dict[str, A
         answer["color"] = document.get("color")
         answer["version"] = document.get("version")
     return answer
+
+
+# -- observe: the host as the engine sees it ------------------------------------
+
+# GET url -> (status, body, transport error): Ansible's client in the modules
+# (module_utils/httpfetch.py), the standard library's on the host (watchdog.py).
+Fetch = Callable[..., "tuple[int | None, str, str | None]"]
+
+
+def deadline_or_none(path: str) -> float | None:
+    """Facts report an unreadable deadline as none; the retirement script refuses it."""
+    try:
+        return read_deadline(path)
+    except BlueGreenError:
+        return None
+
+
+def observe(params: Mapping[str, Any], now: datetime, fetch: Fetch) -> dict[str, Any]:
+    """The record, the lock, nginx's upstream marker and answer, the containers, the
+    drift between them and the plan for ``params["request"]``: what bluegreen_facts
+    returns and what the host's read-only observer prints (``watchdog.py --observe``).
+
+    ``params``: dir, app, colors, services, upstreams_file, edge_url, edge_host,
+    edge_validate_certs, health_path, request_timeout, containers (entries of the
+    container list or ``docker inspect`` documents), request. The only I/O is
+    reading files and the one GET through ``fetch``."""
+    colors = check_colors(params["colors"])
+    files = paths(params["dir"], colors)
+    text = read_text(files["state"])
+    state = load_state(text, files["state"], params["app"], colors)
+    lock = parse_lock(read_text(files["lock"]))
+    if lock is not None:
+        lock["expired"] = "unreadable" not in lock and is_expired(lock, now)
+    upstream = parse_marker(read_text(params["upstreams_file"]))
+    # Pinned to the stable colour: during a canary nginx would otherwise answer
+    # from either colour (outside one the header changes nothing).
+    headers = {PIN_HEADER: PIN_STABLE}
+    if params.get("edge_host"):
+        headers["Host"] = params["edge_host"]
+    edge = edge_answer(
+        *fetch(
+            params["edge_url"].rstrip("/") + params["health_path"],
+            params["request_timeout"],
+            headers,
+            params["edge_validate_certs"],
+        )
+    )
+    containers = [summarize_container(c) for c in params.get("containers") or []]
+    per_color = colors_of(containers, colors, list(params["services"]))
+    found = drift(state, upstream, edge, per_color)
+    request = dict(params.get("request") or {"action": "none"})
+    return {
+        "state": state,
+        "state_exists": bool(text and text.strip()),
+        "lock": lock,
+        "upstream": upstream,
+        "edge": edge,
+        "colors": per_color,
+        "retire": {c: deadline_or_none(files["retire"][c]) for c in colors},
+        "drift": found,
+        "plan": plan(state, found, per_color, request, colors),
+    }

@@ -7,7 +7,7 @@ and the ruleset on master. Prints what it would change; --apply changes it.
 
 What it sets (DESIRED below is the one owner of it; OPERATIONS.md 1.3 says why):
 
-- environment `production-plan`: master only, no reviewer (the check-mode plan);
+- environment `production-plan`: master only, no reviewer (the read-only plan);
 - environments `production` and `production-promote`: master only, the
   reviewers, and prevent_self_review (whoever started the run cannot approve
   it). GitHub creates an environment that a workflow names on its first use,

@@ -134,6 +134,42 @@ def write_hosts() -> None:
     )
 
 
+# A case's canary steps come from the runner's environment (CANARY_ENV, JSON),
+# through a file whose text never changes: deploy.yml provisions a host again
+# when any inventory file changed (playbooks/provision.yml), and steps written
+# into the inventory per case made two cases provision the host again (747 s
+# of the canary case's 850 in a CI run); the steps are read by the release only.
+CANARY_ENV = "CDTEST_CANARY_STEPS"
+CANARY_VARS = (
+    "# Written by tests/cd/sandbox.py: the canary steps of the case that runs.\n"
+    f"bluegreen_canary_steps: \"{{{{ lookup('ansible.builtin.env', '{CANARY_ENV}', "
+    "default='[]') | from_json }}\"\n"
+)
+
+
+def observer_key() -> Path:
+    """The observer's key pair (VPS_OBSERVER_KEY's stand-in), made once."""
+    key = WORK / "keys" / "observer"
+    if not key.is_file():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "cdtest-observer",
+                "-f",
+                str(key),
+            ],
+            check=True,
+        )
+    return key
+
+
 def write_group_vars() -> Path:
     """Group variables like inventory/production's: settings, shared defaults, a vault."""
     group_vars = INVENTORY / "group_vars" / "all"
@@ -145,6 +181,10 @@ def write_group_vars() -> Path:
     settings.update(
         {
             "base_deploy_authorized_keys": [(WORK / "keys" / "id_ed25519.pub").read_text().strip()],
+            # The plan job's read-only key (roles/bluegreen/tasks/observer.yml).
+            "bluegreen_observer_authorized_keys": [
+                observer_key().with_suffix(".pub").read_text().strip()
+            ],
             "public_url": PUBLIC_URL,
             "grafana_apt_repo_url": UNREACHABLE_GRAFANA,
             "grafana_apt_key_url": f"{UNREACHABLE_GRAFANA}/gpg.key",
@@ -155,9 +195,15 @@ def write_group_vars() -> Path:
             "bluegreen_analysis_window_s": 0,
             # A gate that can never pass gives up after 20 s, not 60.
             "bluegreen_health_timeout_s": 20,
+            # No traffic reaches the sandbox but the job's own checks: a canary
+            # step has no decision by its analysis_s and would wait 180 s for one
+            # (each step of the canary cases did, 3 min each in a run);
+            # allow_no_data (the sandbox's settings) then lets it pass.
+            "bluegreen_canary_max_wait_s": 10,
         }
     )
     (group_vars / "main.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    (group_vars / "canary.yml").write_text(CANARY_VARS)
     vault = group_vars / "vault.yml"
     if not vault.is_file() or not vault.read_text().startswith("$ANSIBLE_VAULT;"):
         vault.write_text("vault_cdtest_grafana_admin_password: cdtest-grafana-admin\n")

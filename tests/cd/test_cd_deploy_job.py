@@ -17,6 +17,8 @@ steps that ran (the first one's deploy.yml also provisions the host):
                       moved, the rollback step is skipped, v1 still serves;
   4. canary paused:   v3 with canary steps that pause -> the job succeeds with the
                       canary held at 30 %; the promote job takes it to everyone;
+  then the plan job (a rollback's, before approval) reads the host with the
+  observer's key only, and the key can run nothing but the observer;
   5. canary, verify fails: v2 with canary steps that pause, its containers frozen
                       right after the release step -> the job fails, the abort step
                       ends the canary, v3 serves everyone again and v2 is marked bad.
@@ -126,6 +128,9 @@ def run_deploy_job(
     after_step: Any = None,
     job: str = "deploy",
     deploy_outputs: dict[str, str] | None = None,
+    secrets: dict[str, str] | None = None,
+    action: str = "deploy",
+    canary_steps: list[dict[str, Any]] | None = None,
 ) -> gha.JobResult:
     keys = sandbox.WORK / "keys"
     home = sandbox.WORK / "home"
@@ -169,7 +174,8 @@ def run_deploy_job(
             "server_url": "https://github.invalid",
         },
         actions={"actions/checkout": checkout, "actions/setup-python": setup_python},
-        secrets={
+        secrets=secrets
+        or {
             "VPS_SSH_KEY": (keys / "id_ed25519").read_text(),
             "VPS_KNOWN_HOSTS": (keys / "known_hosts").read_text(),
             "ANSIBLE_VAULT_PASSWORD": sandbox.VAULT_PASSWORD,
@@ -180,12 +186,13 @@ def run_deploy_job(
             "VERIFY_INTERVAL_S": "1",
         },
         needs={
+            "guard": {"outputs": {"version": version, "action": action, "ref": sha, "go": "true"}},
             "plan": {
                 "outputs": {
                     "version": version,
                     "action": "deploy",
                     "ref": sha,
-                    "digest": sandbox.digest(version),
+                    "digest": sandbox.digest(version) if version else "",
                 }
             },
             "deploy": {"outputs": deploy_outputs or {}},
@@ -197,6 +204,8 @@ def run_deploy_job(
             "LANG": "C.UTF-8",
             # The runner trusts the public URL's certificate (the sandbox's own).
             "CURL_CA_BUNDLE": str(sandbox.WORK / "public-ca.pem"),
+            # The inventory's canary steps (sandbox.CANARY_VARS): none unless the case has some.
+            sandbox.CANARY_ENV: json.dumps(canary_steps or []),
         },
         after_step=between_steps,
         log=lambda line: print(line, file=log_file, flush=True),
@@ -287,27 +296,29 @@ def test_failed_gate_fails_the_job_and_does_not_roll_back(host: None, workspace:
 
 
 def test_a_paused_canary_waits_for_the_promote_job(host: None, workspace: Path) -> None:
-    """With canary steps that pause in the inventory, the deploy job ends with the canary
-    held (its verify asked the canary itself) and says so; the promote job, behind its
-    own approval, takes it to everyone."""
-    steps = sandbox.INVENTORY / "group_vars" / "all" / "canary.yml"
-    steps.write_text(
-        "bluegreen_canary_steps:\n  - {weight: 30, analysis_s: 3, pause: true}\n"
-        "  - {weight: 60, analysis_s: 3}\n"
+    """With canary steps that pause (the inventory's, sandbox.CANARY_VARS), the deploy
+    job ends with the canary held (its verify asked the canary itself) and says so;
+    the promote job, behind its own approval, takes it to everyone."""
+    steps = [{"weight": 30, "analysis_s": 3, "pause": True}, {"weight": 60, "analysis_s": 3}]
+    provisioned = provision_stamp()
+    deployed = run_deploy_job(workspace, "canary-paused", "v3", canary_steps=steps)
+    assert deployed.conclusion == "success"
+    assert deployed.ran() == [*ALWAYS, "verify", "held", "summary", "cleanup"]
+    assert deployed.step("verify").outputs["version"] == "v3"
+    assert deployed.outputs == {"paused": "true", "weight": "30"}
+    assert "Canary paused at 30 % of clients" in deployed.summary
+    assert active_version() == "v1" and host_state()["canary"]["version"] == "v3"
+    # The steps come from the runner's environment, not a changed inventory file:
+    # the deploy released without provisioning the host again.
+    assert provision_stamp() == provisioned
+    promoted = run_deploy_job(
+        workspace,
+        "canary-promoted",
+        "v3",
+        job="promote",
+        deploy_outputs=deployed.outputs,
+        canary_steps=steps,
     )
-    try:
-        deployed = run_deploy_job(workspace, "canary-paused", "v3")
-        assert deployed.conclusion == "success"
-        assert deployed.ran() == [*ALWAYS, "verify", "held", "summary", "cleanup"]
-        assert deployed.step("verify").outputs["version"] == "v3"
-        assert deployed.outputs == {"paused": "true", "weight": "30"}
-        assert "Canary paused at 30 % of clients" in deployed.summary
-        assert active_version() == "v1" and host_state()["canary"]["version"] == "v3"
-        promoted = run_deploy_job(
-            workspace, "canary-promoted", "v3", job="promote", deploy_outputs=deployed.outputs
-        )
-    finally:
-        steps.unlink()
     assert promoted.conclusion == "success"
     assert promoted.ran() == [
         "__0",
@@ -322,13 +333,87 @@ def test_a_paused_canary_waits_for_the_promote_job(host: None, workspace: Path) 
     assert active_version() == "v3" and host_state()["canary"] is None
 
 
+def observer_ssh(*extra: str) -> subprocess.CompletedProcess[str]:
+    """ssh to the sandbox as the observer, with its key and the pinned host key."""
+    keys = sandbox.WORK / "keys"
+    return subprocess.run(
+        [
+            "ssh",
+            *("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"),
+            *("-o", f"UserKnownHostsFile={keys / 'known_hosts'}", "-o", "IdentitiesOnly=yes"),
+            *("-i", str(sandbox.observer_key()), "-p", str(sandbox.SSH_PORT)),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_plan_reads_the_host_through_the_observer_key_only(host: None, workspace: Path) -> None:
+    """The plan job runs before anyone approved: with the observer's key and no deploy
+    key or vault password it reads the host and plans, and the key can do nothing else."""
+    before = host_state()
+    keys = sandbox.WORK / "keys"
+    result = run_deploy_job(
+        workspace,
+        "plan-rollback",
+        "",
+        job="plan",
+        action="rollback",
+        secrets={
+            "VPS_OBSERVER_KEY": sandbox.observer_key().read_text(),
+            "VPS_KNOWN_HOSTS": (keys / "known_hosts").read_text(),
+        },
+    )
+    assert result.conclusion == "success", result.table()
+    assert result.step("image").outcome == "skipped"  # a rollback has no image to resolve
+    live = before["active"]
+    warm = next(c for c in before["colors"] if c != live)
+    warm_version = before["colors"][warm]["version"]
+    assert f"**plan: roll back to {warm_version} on {warm}**" in result.summary
+    assert "read-only observer, nothing changed" in result.summary
+    assert host_state() == before, "the plan changed the host's record"
+
+    # Whatever the client asks to run, the key runs the observer; it cannot
+    # forward a port or reach anything else, and its user has one sudo rule.
+    asked = observer_ssh("archibald-observer@127.0.0.1", "id; touch /tmp/observer-was-here")
+    assert asked.returncode == 0, asked.stderr
+    facts = json.loads(asked.stdout)
+    assert facts["state"]["active"] == live and "uid=" not in asked.stdout
+    forward = observer_ssh("-W", "127.0.0.1:22", "archibald-observer@127.0.0.1")
+    assert forward.returncode != 0, "the observer's key may forward connections"
+    listed = subprocess.run(
+        ["docker", "exec", sandbox.NAME, "sudo", "-l", "-U", "archibald-observer"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rules = [line.strip() for line in listed.splitlines() if "NOPASSWD" in line]
+    assert rules == [
+        "(root) NOPASSWD: /usr/local/lib/archibald-release/watchdog.py --observe "
+        "/etc/archibald-watchdog.json"
+    ], listed
+    groups = subprocess.run(
+        ["docker", "exec", sandbox.NAME, "id", "-nG", "archibald-observer"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "docker" not in groups and "sudo" not in groups, groups
+    touched = subprocess.run(
+        ["docker", "exec", sandbox.NAME, "test", "-e", "/tmp/observer-was-here"], check=False
+    )
+    assert touched.returncode != 0, "the observer's key ran the command the client asked for"
+
+
 def test_a_failed_verify_during_a_canary_aborts_it(host: None, workspace: Path) -> None:
     """A canary nobody approved must not stay on its share of clients: the deploy job's
     verify fails while the canary is paused (its containers frozen), and the job aborts
     it, so everyone is back on the colour that served before."""
     before = active_version()
-    steps = sandbox.INVENTORY / "group_vars" / "all" / "canary.yml"
-    steps.write_text("bluegreen_canary_steps:\n  - {weight: 30, analysis_s: 3, pause: true}\n")
+    steps = [{"weight": 30, "analysis_s": 3, "pause": True}]
     frozen: list[str] = []
 
     def freeze_the_canary(step_id: str, step: gha.StepResult) -> None:
@@ -339,10 +424,13 @@ def test_a_failed_verify_during_a_canary_aborts_it(host: None, workspace: Path) 
 
     try:
         result = run_deploy_job(
-            workspace, "canary-verify-fails", "v2", after_step=freeze_the_canary
+            workspace,
+            "canary-verify-fails",
+            "v2",
+            after_step=freeze_the_canary,
+            canary_steps=steps,
         )
     finally:
-        steps.unlink()
         if frozen:
             on_host("docker", "unpause", *frozen, check=False)
         on_host("systemctl", "start", WATCHDOG, check=False)

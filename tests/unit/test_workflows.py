@@ -351,6 +351,43 @@ def test_production_secrets_are_read_only_behind_a_master_only_environment() -> 
     assert '"$REF" != refs/heads/master' in guard
 
 
+def test_the_plan_before_approval_holds_nothing_that_can_change_the_host() -> None:
+    """Issue 28: the plan job has no reviewer, so it reads the host with the
+    observer's key only (a forced command that prints facts), never the deploy
+    key or the vault password, and runs no playbook."""
+    plan = load(WORKFLOW_DIR / "cd.yml")["jobs"]["plan"]
+    used = {m for text in strings_in(plan) for m in SECRET.findall(text)}
+    assert used == {"VPS_OBSERVER_KEY", "VPS_KNOWN_HOSTS", "GITHUB_TOKEN"}, used
+    script = "\n".join(s.get("run", "") for s in plan["steps"])
+    assert "ansible-playbook" not in script and "VAULT" not in script
+    assert "scripts/ci-access.sh --observer" in script
+    assert "scripts/cd-plan.py" in script
+
+
+def test_the_steps_after_a_cancel_end_within_githubs_window() -> None:
+    """GitHub kills a cancelled job 5 minutes after the cancel: the release step is
+    stopped within 10 s (SIGINT, 7.5 s, SIGTERM, 2.5 s), then where traffic is and
+    the rollback or the abort (never both) must fit in the rest with time for the
+    summary (which only writes text), each bounded by its timeout-minutes
+    (harness/gha.py enforces them in cd-test)."""
+    cd = load(WORKFLOW_DIR / "cd.yml")
+    steps = {s.get("id"): s for s in cd["jobs"]["deploy"]["steps"]}
+    for step_id in ("after", "rollback", "abort", "summary"):
+        assert "cancelled()" in steps[step_id]["if"] or "always()" in steps[step_id]["if"]
+        assert isinstance(steps[step_id].get("timeout-minutes"), int), step_id
+    stop_s = 7.5 + 2.5
+    rollback_or_abort = max(steps["rollback"]["timeout-minutes"], steps["abort"]["timeout-minutes"])
+    worst_s = stop_s + 60 * (steps["after"]["timeout-minutes"] + rollback_or_abort)
+    assert worst_s <= 5 * 60 - 30, worst_s
+    assert steps["summary"]["timeout-minutes"] == 1
+    interval = float(cd["env"]["VERIFY_INTERVAL_S"].split("'")[1])
+    for step_id in ("rollback", "abort"):
+        # Its verify polls a few times, not the release's 40 x 3 s.
+        attempts = int(steps[step_id]["env"]["VERIFY_ATTEMPTS"])
+        assert attempts * interval <= 60 * steps[step_id]["timeout-minutes"] / 2
+        assert "ci-verify-health.sh" in steps[step_id]["run"]
+
+
 def test_cd_deploys_the_tested_image_by_digest() -> None:
     jobs = load(WORKFLOW_DIR / "cd.yml")["jobs"]
     release = next(s for s in jobs["deploy"]["steps"] if s.get("id") == "release")

@@ -33,6 +33,11 @@ a counter for Prometheus (node exporter's textfile collector) and a line of
 At its start it also rewrites the deploy markers from the record when they do
 not match it (their switch time is the record's last move, never the clock's).
 
+With ``--observe <settings.json>`` it looks once and prints what it saw as JSON
+(bluegreen.observe: record, lock without its token, nginx's marker and answer,
+containers, drift), changing nothing: the one command the CD plan job's
+read-only key may run (tasks/observer.yml, scripts/cd-plan.py).
+
 The record's format, the lock and the switch belong to bluegreen.py, installed
 beside it from the repository's module_utils/ (PYTHONPATH in the unit).
 """
@@ -810,9 +815,83 @@ def render_metrics(app: str, status: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --- the read-only observer ---------------------------------------------------
+
+
+def docker_app_containers(socket_path: str, app: str, timeout: float) -> list[dict[str, Any]]:
+    """The app's containers of every colour, as Docker's container list gives them
+    (labels, image, state; no environment, which holds the env file's secrets)."""
+    query = urllib.parse.quote(json.dumps({"label": [f"{core.LABEL}app={app}"]}))
+    listed: list[dict[str, Any]] = docker_get(
+        socket_path, f"/containers/json?all=1&filters={query}", timeout
+    )
+    return listed
+
+
+def observed(
+    settings: Settings,
+    now: datetime,
+    fetch: Fetch = fetch,
+    containers: Callable[[], list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """What the read-only observer prints: the host as the engine sees it
+    (bluegreen.observe, the facts a plan is made from) and nothing that could act
+    on it: the release lock without its token, no plan (the reader makes its own
+    with bluegreen.plan, scripts/cd-plan.py)."""
+    listed = (
+        containers()
+        if containers is not None
+        else docker_app_containers(settings.docker_socket, settings.app, settings.timeout_s)
+    )
+    facts = core.observe(
+        {
+            "dir": settings.dir,
+            "app": settings.app,
+            "colors": settings.colors,
+            "services": settings.services,
+            "upstreams_file": settings.upstreams_file,
+            "edge_url": settings.edge_url,
+            "edge_host": settings.edge_host,
+            "edge_validate_certs": settings.edge_validate_certs,
+            "health_path": settings.health_path,
+            "request_timeout": max(settings.timeout_s, 5.0),
+            "containers": listed,
+        },
+        now,
+        fetch,
+    )
+    facts.pop("plan", None)
+    if facts.get("lock"):
+        facts["lock"] = {k: v for k, v in facts["lock"].items() if k != "token"}
+    return {
+        "observed_at": core.iso(now),
+        "app": settings.app,
+        "colors_order": list(settings.colors),
+        "services": list(settings.services),
+        "maintenance": os.path.exists(settings.maintenance_flag),
+        **facts,
+    }
+
+
+def observe_main(settings_path: str) -> int:
+    """``watchdog.py --observe <settings.json>``: the facts as one JSON document on
+    stdout, exit 0; a host that cannot be read: the reason on stderr, exit 1. The
+    command an observer key's authorized_keys entry forces (tasks/observer.yml)."""
+    try:
+        settings = load_settings(core.read_text(settings_path) or "", settings_path)
+        facts = observed(settings, datetime.now(UTC))
+    except (core.BlueGreenError, OSError, ValueError) as exc:
+        print(f"archibald observer: cannot read the host: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(facts, indent=2, sort_keys=True))
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print(f"usage: {argv[0]} <settings.json>", file=sys.stderr)
+    if len(argv) == 3 and argv[1] == "--observe":
+        return observe_main(argv[2])
+    if len(argv) != 2 or argv[1].startswith("-"):
+        print(f"usage: {argv[0]} <settings.json> | --observe <settings.json>", file=sys.stderr)
         return 2
     try:
         settings = load_settings(core.read_text(argv[1]) or "", argv[1])

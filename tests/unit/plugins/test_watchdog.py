@@ -614,3 +614,75 @@ def test_the_unit_runs_the_program_with_the_library_and_its_settings() -> None:
         "/etc/archibald-watchdog.json"
     ) in unit
     assert "Restart=always" in unit and "TimeoutStopSec=240" in unit
+
+
+# --- the read-only observer (watchdog.py --observe) ----------------------------
+
+
+def listed(color: str, service: str, version: str, state: str = "running") -> dict[str, Any]:
+    """One entry of Docker's container list, as the observer reads it."""
+    return {
+        "Names": [f"/archibald-{service}-{color}"],
+        "Labels": {
+            "org.archibald.app": "archibald",
+            "org.archibald.color": color,
+            "org.archibald.service": service,
+            "org.archibald.version": version,
+        },
+        "Image": f"127.0.0.1:5000/archibald/app:{version}",
+        "ImageID": f"sha256:{version}",
+        "State": state,
+    }
+
+
+def test_the_observer_prints_the_engines_facts_and_nothing_to_act_with(host: Any) -> None:
+    h, fake, tmp = host
+    fake.edge = {"color": "blue", "version": "v1"}
+    lock = {
+        "owner": "ci run 7",
+        "token": "0123456789abcdef",
+        "acquired_at": core.iso(T0),
+        "expires_at": core.iso(T0 + timedelta(minutes=5)),
+    }
+    (tmp / "state" / "release.lock").write_text(json.dumps(lock))
+    containers = [
+        listed(c, s, v)
+        for c, v in (("blue", "v1"), ("green", "v2"))
+        for s in ("backend", "frontend")
+    ]
+    facts = wd.observed(h.settings, T0, fake.fetch, lambda: containers)
+    assert facts["observed_at"] == core.iso(T0)
+    assert facts["state"]["active"] == "blue" and facts["drift"] == []
+    assert facts["colors"]["blue"]["running"] and facts["colors"]["green"]["version"] == "v2"
+    assert facts["edge"]["color"] == "blue" and facts["maintenance"] is False
+    # The lock says who holds it and until when, never its token: a token
+    # would let a reader of the plan's log renew or give back another run's lock.
+    assert facts["lock"]["owner"] == "ci run 7" and "token" not in facts["lock"]
+    assert "0123456789abcdef" not in json.dumps(facts)
+    assert "plan" not in facts
+    # What cd-plan.py makes of it: bluegreen.plan over these facts.
+    made = core.plan(
+        facts["state"],
+        facts["drift"],
+        facts["colors"],
+        {"action": "release", "version": "v3"},
+        facts["colors_order"],
+    )
+    assert (made["kind"], made["to_color"], made["to_version"]) == ("release", "green", "v3")
+
+
+def test_the_observer_reports_drift_as_the_engine_does(host: Any) -> None:
+    h, fake, _ = host
+    # nginx answers from green while the record says blue (the fixture's edge).
+    facts = wd.observed(h.settings, T0, fake.fetch, lambda: [listed("blue", "backend", "v1")])
+    assert facts["drift"], facts
+    assert not facts["colors"]["blue"]["running"]  # frontend missing
+
+
+def test_observe_mode_exits_1_with_the_reason_when_the_host_cannot_be_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert wd.main(["watchdog.py", "--observe", str(tmp_path / "missing.json")]) == 1
+    err = capsys.readouterr().err
+    assert "archibald observer: cannot read the host" in err and "provision the host" in err
+    assert wd.main(["watchdog.py", "--observe"]) == 2
