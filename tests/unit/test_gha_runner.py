@@ -174,7 +174,7 @@ def test_the_real_rollback_condition_covers_a_cancelled_run() -> None:
 def test_a_step_over_its_timeout_is_stopped_as_github_does_and_fails(tmp_path: Path) -> None:
     """timeout-minutes: SIGINT to the step's shell, SIGTERM 7.5 s later, the rest of
     its process group killed 2.5 s after that; the step fails and failure() steps run."""
-    steps = [
+    steps: list[dict[str, Any]] = [
         {
             "id": "release",
             "timeout-minutes": 0.02,  # 1.2 s
