@@ -575,6 +575,8 @@ class Runner:
             env=process_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            # A step has no terminal or input on GitHub's runner.
+            stdin=subprocess.DEVNULL,
             text=True,
             errors="replace",
             start_new_session=True,

@@ -72,7 +72,13 @@ def ssh_observe(name: str, hostvars: Mapping[str, Any]) -> str:
     if hostvars.get("ansible_port"):
         argv += ["-p", str(hostvars["ansible_port"])]
     argv += ["-l", OBSERVER_USER, str(hostvars.get("ansible_host") or name)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=SSH_TIMEOUT_S * 2)
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,  # ssh would make an inherited stdin non-blocking
+        text=True,
+        timeout=SSH_TIMEOUT_S * 2,
+    )
     if done.returncode != 0:
         raise OSError(
             f"ssh as {OBSERVER_USER} exited {done.returncode}: {done.stderr.strip()[-500:]}"

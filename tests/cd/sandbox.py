@@ -44,7 +44,13 @@ def run(cmd: list[str]) -> None:
         log.flush()
         began = log.tell()
         result = subprocess.run(
-            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=playbook.env(), check=False
+            cmd,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=playbook.env(),
+            check=False,
         )
     if result.returncode != 0:
         with path.open(errors="replace") as log:

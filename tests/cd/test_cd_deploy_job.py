@@ -345,6 +345,8 @@ def observer_ssh(*extra: str) -> subprocess.CompletedProcess[str]:
             *extra,
         ],
         capture_output=True,
+        # ssh makes the stdin it inherits non-blocking, and Ansible then refuses it.
+        stdin=subprocess.DEVNULL,
         text=True,
         timeout=120,
         check=False,
