@@ -183,10 +183,12 @@ def test_release_and_rollback_near_capacity(host: Any, tmp_path: Path) -> None:
         # Keep the load on until the reads number well over 20,000 and each
         # writer sent well over MIN_WRITES: a faster release must not make the
         # test weaker.
+        # A quarter to spare over the offered rate: on a saturated machine hey
+        # reached 54 of the 64 req/s offered, and 344 s gave 18,446 reads.
         needed_s = max(
-            MIN_READS * 1.1 / (read_rate * HEY_CONCURRENCY),
-            MIN_WRITES * 1.1 / write_rate,
-            MIN_WRITES * 1.1 / (h2_worker_rate * h2_workers),
+            MIN_READS * 1.25 / (read_rate * HEY_CONCURRENCY),
+            MIN_WRITES * 1.25 / write_rate,
+            MIN_WRITES * 1.25 / (h2_worker_rate * h2_workers),
         )
         needed_s = min(needed_s, HEY_MAX_S - 20)
         time.sleep(max(0.0, needed_s - (time.monotonic() - marks["start"])))

@@ -29,9 +29,13 @@ ANALYSIS = ["-e", "bluegreen_analysis_window_s=120", "-e", "bluegreen_analysis_i
 # Issue 24's target for a full switch to a bad image: traffic back within 20 s
 # of its first bad answer, held when this part runs alone. Beside the other
 # whole-stack lanes (ARCHIBALD_STACK_BESIDE: three hosts on two cores) every
-# Ansible task takes longer: 22.2 s was seen there, so it holds 30 s and says so.
+# Ansible task takes longer: 22.2 s was seen there on one machine, and 36.3 s
+# on a machine that ran the whole suite 1.9 times slower (load average 12; the
+# edge's judgement still failed the release 1.3 s into its window: the rest was
+# the playbook's tasks queueing for the cores). Beside the lanes it holds 45 s
+# and says so; the 20 s target is the one that holds alone.
 BESIDE = os.environ.get("ARCHIBALD_STACK_BESIDE") == "1"
-BACK_WITHIN_S = 30 if BESIDE else 20
+BACK_WITHIN_S = 45 if BESIDE else 20
 # A healthy release is judged from 75 s on (the rate window must lie in the new
 # containers' life, and a recorded sample may be one evaluation old); 90 s
 # leaves three rounds of judgement and saves CI 30 s.
