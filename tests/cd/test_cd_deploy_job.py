@@ -31,14 +31,15 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cd import sandbox
-from harness import gha
+from harness import faults, gha
 
 ROOT = Path(__file__).resolve().parents[2]
 CD = ROOT / ".github" / "workflows" / "cd.yml"
@@ -233,6 +234,31 @@ def on_host(*command: str, check: bool = True) -> None:
     subprocess.run(["docker", "exec", sandbox.NAME, *command], check=check, capture_output=True)
 
 
+@contextmanager
+def v2_frozen_after_its_release() -> Iterator[
+    tuple[Callable[[str, gha.StepResult], None], list[str]]
+]:
+    """An after_step for run_deploy_job, and the containers it froze: once the
+    release step succeeded, v2 dies (its containers frozen), so the public check
+    fails. The host's watchdog would move traffic back by itself within seconds
+    (test_14_watchdog proves it): it is stopped, as an operator pauses it
+    (OPERATIONS 2.9), so that CD's own rollback or abort is what is tested.
+    Thawed and the watchdog started again when the block ends, however it ends."""
+    run = faults.docker_exec(sandbox.NAME)
+    frozen: list[str] = []
+
+    def freeze(step_id: str, step: gha.StepResult) -> None:
+        if step_id == "release" and step.outcome == "success":
+            on_host("systemctl", "stop", WATCHDOG)
+            frozen.extend(faults.freeze(run, containers_of("v2")))
+
+    try:
+        yield freeze, frozen
+    finally:
+        faults.thaw(run, frozen)
+        on_host("systemctl", "start", WATCHDOG, check=False)
+
+
 def test_good_release_passes_without_rollback(host: None, workspace: Path) -> None:
     result = run_deploy_job(workspace, "good", "v1")
     assert result.conclusion == "success"
@@ -246,28 +272,11 @@ def test_good_release_passes_without_rollback(host: None, workspace: Path) -> No
 
 
 def test_failed_verify_fails_the_job_and_rolls_back(host: None, workspace: Path) -> None:
-    frozen: list[str] = []
-
-    def freeze_new_release(step_id: str, step: gha.StepResult) -> None:
-        # The new release dies right after the playbook finished: its
-        # containers stop answering (frozen), so the public check fails. The
-        # host's watchdog would move traffic back by itself within seconds
-        # (test_14_watchdog proves it): it is paused here, as an operator
-        # pauses it (OPERATIONS 2.9), so that CD's own rollback is what is tested.
-        if step_id == "release" and step.outcome == "success":
-            on_host("systemctl", "stop", WATCHDOG)
-            frozen.extend(containers_of("v2"))
-            on_host("docker", "pause", *frozen)
-
     # The first job provisioned the host (or found it provisioned from this
     # tree and inventory); this one has nothing new to provision and skips it.
     provisioned = provision_stamp()
-    try:
-        result = run_deploy_job(workspace, "verify-fails", "v2", after_step=freeze_new_release)
-    finally:
-        if frozen:
-            on_host("docker", "unpause", *frozen, check=False)
-        on_host("systemctl", "start", WATCHDOG, check=False)
+    with v2_frozen_after_its_release() as (freeze, frozen):
+        result = run_deploy_job(workspace, "verify-fails", "v2", after_step=freeze)
     assert frozen, "the release step did not succeed, so the fault was never injected"
     assert result.conclusion == "failure"
     assert result.step("release").outcome == "success"
@@ -416,26 +425,10 @@ def test_a_failed_verify_during_a_canary_aborts_it(host: None, workspace: Path) 
     it, so everyone is back on the colour that served before."""
     before = active_version()
     steps = [{"weight": 30, "analysis_s": 3, "pause": True}]
-    frozen: list[str] = []
-
-    def freeze_the_canary(step_id: str, step: gha.StepResult) -> None:
-        if step_id == "release" and step.outcome == "success":
-            on_host("systemctl", "stop", WATCHDOG)  # CD's own abort is what is tested
-            frozen.extend(containers_of("v2"))
-            on_host("docker", "pause", *frozen)
-
-    try:
+    with v2_frozen_after_its_release() as (freeze, frozen):
         result = run_deploy_job(
-            workspace,
-            "canary-verify-fails",
-            "v2",
-            after_step=freeze_the_canary,
-            canary_steps=steps,
+            workspace, "canary-verify-fails", "v2", after_step=freeze, canary_steps=steps
         )
-    finally:
-        if frozen:
-            on_host("docker", "unpause", *frozen, check=False)
-        on_host("systemctl", "start", WATCHDOG, check=False)
     assert frozen, "the release step did not succeed, so the fault was never injected"
     assert result.conclusion == "failure"
     assert result.step("verify").outcome == "failure"

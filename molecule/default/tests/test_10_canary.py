@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -31,6 +33,8 @@ from conftest import (
     start_playbook,
     wait_for,
 )
+
+from harness import faults
 
 PORT = int(EDGE.rsplit(":", 1)[1])
 UPSTREAMS = "/etc/nginx/archibald/upstreams.conf"
@@ -364,14 +368,14 @@ def test_hanging_canary_is_aborted(host: Any) -> None:
         started = time.time()
         canary = wait_for("the canary's first step", lambda: read_state(host)["canary"], 120, 0.3)
         frozen = time.time()
-        host.check_output(
-            f"docker pause archibald-backend-{canary['color']} archibald-frontend-{canary['color']}"
-        )
-        out, _ = run.communicate(timeout=300)
-        time.sleep(1)
-    host.check_output(
-        f"docker unpause archibald-backend-{canary['color']} archibald-frontend-{canary['color']}"
-    )
+        app = [f"archibald-{part}-{canary['color']}" for part in ("backend", "frontend")]
+        try:
+            with faults.frozen(faults.docker_exec(HOST_CONTAINER), app):
+                out, _ = run.communicate(timeout=300)
+                time.sleep(1)
+        finally:
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
     assert run.returncode != 0 and "health check failed 3 times in a row" in " ".join(out.split())
     state = read_state(host)
     assert state["canary"] is None and version in state["bad_versions"]

@@ -18,8 +18,18 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from conftest import VERSIONS, other, probe, read_state, run_playbook, serving, wait_for
+from conftest import (
+    HOST_CONTAINER,
+    VERSIONS,
+    other,
+    probe,
+    read_state,
+    run_playbook,
+    serving,
+    wait_for,
+)
 
+from harness import faults
 from harness.wait import WaitTimeout
 
 UNIT = "archibald-watchdog"
@@ -202,9 +212,8 @@ def test_a_hung_live_backend_is_healed_within_15_s(host: Any, known_state: tuple
     since = host.check_output("date -u +'%Y-%m-%d %H:%M:%S'")
     with Load() as load:
         time.sleep(3)
-        host.check_output(f"docker pause archibald-backend-{live}")
-        paused = time.monotonic()
-        try:
+        with faults.frozen(faults.docker_exec(HOST_CONTAINER), [f"archibald-backend-{live}"]):
+            paused = time.monotonic()
             wait_for(
                 f"nginx to serve {start_color} again",
                 lambda: serving_or_none() == (start_color, start_version),
@@ -213,8 +222,6 @@ def test_a_hung_live_backend_is_healed_within_15_s(host: Any, known_state: tuple
             )
             healed = time.monotonic() - paused
             time.sleep(3)
-        finally:
-            host.run(f"docker unpause archibald-backend-{live}")
     gap = load.gap()
     after = actions(host)
     print(

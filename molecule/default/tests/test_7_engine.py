@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from conftest import (
+    HOST_CONTAINER,
     LOCK,
     STATE,
     STATE_DIR,
@@ -29,6 +30,8 @@ from conftest import (
     start_playbook,
     wait_for,
 )
+
+from harness import faults
 
 UPSTREAMS = "/etc/nginx/archibald/upstreams.conf"
 NO_WAIT = ["-e", "bluegreen_lock_wait_s=0"]
@@ -299,11 +302,11 @@ def test_a_hanging_release_is_rolled_back(host: Any) -> None:
         wait_for(
             "the switch to be recorded", lambda: read_state(host)["active"] == target, 300, 0.2
         )
-        host.check_output(f"docker pause archibald-backend-{target}")
-        paused = time.monotonic()
-        out, _ = release.communicate(timeout=420)
-        out = flat(out)
-        took = time.monotonic() - paused
+        with faults.frozen(faults.docker_exec(HOST_CONTAINER), [f"archibald-backend-{target}"]):
+            paused = time.monotonic()
+            out, _ = release.communicate(timeout=420)
+            out = flat(out)
+            took = time.monotonic() - paused
     except BaseException:
         # Say what the release did: a lane stopped over its budget prints no summary.
         if release.poll() is None:
@@ -314,7 +317,6 @@ def test_a_hanging_release_is_rolled_back(host: Any) -> None:
         )
         raise
     finally:
-        host.run(f"docker unpause archibald-backend-{target}")
         if release.poll() is None:
             os.killpg(release.pid, signal.SIGKILL)
     print(f"\n[hang] rolled back {took:.0f} s after the backend froze")
