@@ -6,20 +6,15 @@ the repository's ansible.cfg, and plain output (no colour codes) for the
 tests to read.
 
 How the playbook reaches a host: Molecule's inventory says `docker exec`
-(community.docker.docker), and its own steps and testinfra keep that. A
-playbook run from here enters the host container's namespaces instead
-(community.docker.nsenter, from the same collection): the same modules run in
-the same host with the same files, processes and network, without a docker
-CLI, a runc exec and a shell per task (README, "Ansible's speed", has the
-figures). It needs root; otherwise, for a host that is not running, or with
-ARCHIBALD_TEST_CONNECTION=docker, Molecule's connection stays.
+(community.docker.docker); the vars plugin harness/ansible_plugins/vars/
+nsenter_hosts.py, which Molecule's configuration turns on for converge,
+idempotence and the tests alike, enters the host container's namespaces
+instead. This module only says which way a run went.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -27,14 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from harness.ansible_plugins.vars import nsenter_hosts
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAYBOOKS = ROOT / "playbooks"
-CONNECTION_ENV = "ARCHIBALD_TEST_CONNECTION"
-DOCKER = "community.docker.docker"
-NSENTER = "community.docker.nsenter"
-_SCRATCH: str | None = None  # this process's connection inventories, removed at its exit
 
 
 def inventory() -> str:
@@ -44,49 +36,12 @@ def inventory() -> str:
     return path
 
 
-def docker_hosts(path: str) -> list[str]:
-    """The hosts Molecule's inventory file reaches with `docker exec`."""
-    hosts = (yaml.safe_load(Path(path).read_text()) or {}).get("all", {}).get("hosts") or {}
-    return sorted(
-        name
-        for name, hostvars in hosts.items()
-        if (hostvars or {}).get("ansible_connection") == DOCKER
-    )
-
-
-def nsenter_overrides(hosts: list[str]) -> dict[str, dict[str, object]]:
-    """Each running host's connection through its container's namespaces (the PID of
-    its init, read now: a restarted host has a new one); {} when not root or
-    when ARCHIBALD_TEST_CONNECTION=docker."""
-    if not hosts or os.geteuid() != 0 or os.environ.get(CONNECTION_ENV, "nsenter") == "docker":
-        return {}
-    result = subprocess.run(
-        ["docker", "inspect", "--format", "{{.Name}} {{.State.Pid}}", *hosts],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    overrides: dict[str, dict[str, object]] = {}
-    for line in result.stdout.splitlines():
-        name, _, pid = line.strip().lstrip("/").partition(" ")
-        if name in hosts and pid.isdigit() and int(pid) > 0:
-            overrides[name] = {"ansible_connection": NSENTER, "ansible_nsenter_pid": int(pid)}
-    return overrides
-
-
-def connection_inventory() -> list[str]:
-    """A second inventory source (`-i`) that switches the running hosts to nsenter;
-    a later source's host variables replace the earlier's."""
-    overrides = nsenter_overrides(docker_hosts(inventory()))
-    if not overrides:
-        return []
-    global _SCRATCH
-    if _SCRATCH is None:
-        _SCRATCH = tempfile.mkdtemp(prefix="archibald-connection-")
-        atexit.register(shutil.rmtree, _SCRATCH, True)
-    with tempfile.NamedTemporaryFile("w", dir=_SCRATCH, suffix=".yml", delete=False) as handle:
-        yaml.safe_dump({"all": {"hosts": overrides}}, handle)
-    return ["-i", handle.name]
+def via() -> str:
+    """How this process's playbooks reach the hosts: nsenter where the plugin is on."""
+    plugins = os.environ.get("ANSIBLE_VARS_PLUGINS", "").split(os.pathsep)
+    if nsenter_hosts.PLUGIN_DIR in map(os.path.realpath, plugins) and nsenter_hosts.wanted():
+        return "nsenter"
+    return "docker exec"
 
 
 def command(playbook: str | Path, *extra: str, limit: str | None = None) -> list[str]:
@@ -98,7 +53,6 @@ def command(playbook: str | Path, *extra: str, limit: str | None = None) -> list
         "ansible-playbook",
         "-i",
         inventory(),
-        *connection_inventory(),
         *where,
         str(path),
         *extra,
@@ -132,10 +86,9 @@ def run(
     )
     elapsed = time.monotonic() - started
     where = f" on {limit}" if limit else ""
-    via = "nsenter" if args.count("-i") > 1 else "docker exec"
     print(
         f"\n[playbook] {Path(playbook).name} {' '.join(extra)[:120]}{where} -> "
-        f"rc={result.returncode} in {elapsed:.1f} s ({via})"
+        f"rc={result.returncode} in {elapsed:.1f} s ({via()})"
     )
     return result.returncode, result.stdout + result.stderr, elapsed
 

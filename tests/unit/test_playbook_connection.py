@@ -1,111 +1,171 @@
-"""A test's playbook reaches Molecule's hosts through their containers' namespaces
-(harness/playbook.py): only hosts that run, only as root, never when asked not
-to, and Ansible really takes the second inventory's connection over Molecule's
-(checked with ansible-inventory, not assumed)."""
+"""Molecule's hosts are reached through their containers' namespaces
+(harness/ansible_plugins/vars/nsenter_hosts.py): only hosts that run, only as
+root, never when asked not to; ansible-playbook really takes the plugin's
+connection and ansible-inventory (which testinfra reads) really does not
+(checked by running both against a Docker API that answers as Docker does)."""
 
 from __future__ import annotations
 
 import json
 import os
+import socketserver
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness import playbook
+from harness.ansible_plugins.vars import nsenter_hosts
 
-MOLECULE_INVENTORY = """\
-all:
-  hosts:
-    backup-app: &app
-      ansible_connection: community.docker.docker
-    backup-sftp: &sftp
-      ansible_connection: community.docker.docker
-    localhost:
-      ansible_connection: local
-archibald:
-  hosts:
-    backup-app: *app
-sftp:
-  hosts:
-    backup-sftp: *sftp
-"""
-
-
-@pytest.fixture
-def molecule_inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "inventory" / "ansible_inventory.yml"
-    path.parent.mkdir()
-    path.write_text(MOLECULE_INVENTORY)
-    monkeypatch.setenv("MOLECULE_INVENTORY_FILE", str(path))
-    return path
-
-
-@pytest.fixture
-def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A `docker` that answers inspect as Docker does: a running host has its init's
-    PID, a stopped one 0."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    docker = bin_dir / "docker"
-    docker.write_text(
-        "#!/bin/sh\n"
-        'echo "$@" >> "$(dirname "$0")/calls"\n'
-        "echo /backup-app 4242\n"
-        "echo /backup-sftp 0\n"
-    )
-    docker.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.delenv(playbook.CONNECTION_ENV, raising=False)
-    return bin_dir
-
-
-def test_only_the_docker_hosts_of_molecules_inventory_are_considered(
-    molecule_inventory: Path,
-) -> None:
-    assert playbook.docker_hosts(str(molecule_inventory)) == ["backup-app", "backup-sftp"]
-
-
-def test_a_running_host_is_entered_a_stopped_one_keeps_docker_exec(fake_docker: Path) -> None:
-    overrides = playbook.nsenter_overrides(["backup-app", "backup-sftp"])
-    assert overrides == {
-        "backup-app": {"ansible_connection": playbook.NSENTER, "ansible_nsenter_pid": 4242}
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+MOLECULE_INVENTORY = {
+    "all": {
+        "hosts": {
+            "backup-app": {"ansible_connection": nsenter_hosts.DOCKER},
+            "backup-sftp": {"ansible_connection": nsenter_hosts.DOCKER},
+            "localhost": {"ansible_connection": "local"},
+        }
     }
-    assert "inspect" in (fake_docker / "calls").read_text()
+}
+# What Docker's API says of each container (GET /containers/<name>/json).
+CONTAINERS = {
+    "backup-app": {"State": {"Running": True, "Pid": 4242}},
+    "backup-sftp": {"State": {"Running": False, "Pid": 0}},
+}
+
+
+class FakeDockerAPI(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.server.calls.append(self.path)  # type: ignore[attr-defined]
+        name = self.path.split("/containers/", 1)[-1].split("/json", 1)[0]
+        body: object
+        if self.path.endswith("/version"):
+            body, status = {"ApiVersion": "1.43", "Version": "fake"}, 200
+        elif name in CONTAINERS:
+            body, status = CONTAINERS[name], 200
+        else:
+            body, status = {"message": f"No such container: {name}"}, 404
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def get_request(self):  # type: ignore[no-untyped-def]
+        request, _ = super().get_request()
+        return request, ("local", 0)  # BaseHTTPRequestHandler wants a (host, port)
+
+
+@pytest.fixture
+def docker_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """DOCKER_HOST points at a fake Docker API; yields the paths it was asked for."""
+    sock = tmp_path / "docker.sock"
+    server = UnixHTTPServer(str(sock), FakeDockerAPI)
+    server.calls = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
+    monkeypatch.delenv(nsenter_hosts.CONNECTION_ENV, raising=False)
+    monkeypatch.setattr(nsenter_hosts, "_client", None)
+    yield server.calls  # type: ignore[attr-defined]
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_running_host_is_entered_a_stopped_or_unknown_one_keeps_docker_exec(
+    docker_api: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    hosts = MOLECULE_INVENTORY["all"]["hosts"]
+    assert nsenter_hosts.override("backup-app", hosts["backup-app"]) == {
+        "ansible_connection": nsenter_hosts.NSENTER,
+        "ansible_nsenter_pid": 4242,
+    }
+    assert nsenter_hosts.override("backup-sftp", hosts["backup-sftp"]) == {}
+    assert nsenter_hosts.override("gone", {"ansible_connection": nsenter_hosts.DOCKER}) == {}
+    assert nsenter_hosts.override("localhost", hosts["localhost"]) == {}
+    assert any(call.endswith("/containers/backup-app/json") for call in docker_api)
 
 
 def test_not_root_or_asked_for_docker_keeps_molecules_connection(
-    fake_docker: Path, monkeypatch: pytest.MonkeyPatch
+    docker_api: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(playbook.CONNECTION_ENV, "docker")
-    assert playbook.nsenter_overrides(["backup-app"]) == {}
-    monkeypatch.delenv(playbook.CONNECTION_ENV)
+    app = MOLECULE_INVENTORY["all"]["hosts"]["backup-app"]
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setenv(nsenter_hosts.CONNECTION_ENV, "docker")
+    assert nsenter_hosts.override("backup-app", app) == {}
+    monkeypatch.delenv(nsenter_hosts.CONNECTION_ENV)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert playbook.nsenter_overrides(["backup-app"]) == {}
-    assert not (fake_docker / "calls").exists()
+    assert nsenter_hosts.override("backup-app", app) == {}
+    assert docker_api == []
 
 
-def test_ansible_takes_the_second_inventorys_connection(
-    molecule_inventory: Path, fake_docker: Path
+def test_molecules_configuration_turns_the_plugin_on() -> None:
+    config = yaml.safe_load((ROOT / ".config" / "molecule" / "config.yml").read_text())
+    named = config["provisioner"]["env"]["ANSIBLE_VARS_PLUGINS"]
+    here = named.replace("${MOLECULE_PROJECT_DIRECTORY}", str(ROOT))
+    assert os.path.realpath(here) == nsenter_hosts.PLUGIN_DIR
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="nsenter needs root; CI runs as root")
+def test_ansible_playbook_takes_the_plugins_connection_and_ansible_inventory_does_not(
+    docker_api: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    args = playbook.command("release.yml", "-e", "app_version=v2")
-    assert args[:3] == ["ansible-playbook", "-i", str(molecule_inventory)]
-    assert args[3] == "-i" and args[4] != str(molecule_inventory)
-    sources = ["-i", args[2], "-i", args[4]]
-    ansible_inventory = Path(sys.executable).parent / "ansible-inventory"
+    inventory = tmp_path / "ansible_inventory.yml"
+    inventory.write_text(yaml.safe_dump(MOLECULE_INVENTORY))
+    # debug runs on the controller: no connection is opened, the variables are shown.
+    play = tmp_path / "show.yml"
+    play.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "hosts": "backup-app:backup-sftp",
+                    "gather_facts": False,
+                    "tasks": [
+                        {
+                            "ansible.builtin.debug": {
+                                "msg": "{{ inventory_hostname }} "
+                                "{{ ansible_connection }} {{ ansible_nsenter_pid | default(0) }}"
+                            }
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    monkeypatch.setenv("ANSIBLE_VARS_PLUGINS", nsenter_hosts.PLUGIN_DIR)
+    monkeypatch.setenv("MOLECULE_INVENTORY_FILE", str(inventory))
+    assert playbook.via() == "nsenter"
+    env = playbook.env()
+    out = subprocess.run(
+        [*playbook.command(play)], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert f"backup-app {nsenter_hosts.NSENTER} 4242" in out, out
+    assert f"backup-sftp {nsenter_hosts.DOCKER} 0" in out, out
+    listed = subprocess.run(
+        [str(BIN / "ansible-inventory"), "-i", str(inventory), "--host", "backup-app"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert json.loads(listed)["ansible_connection"] == nsenter_hosts.DOCKER
 
-    def host(name: str) -> dict[str, object]:
-        out = subprocess.run(
-            [str(ansible_inventory), *sources, "--host", name],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=playbook.env(),
-        ).stdout
-        return dict(json.loads(out))
 
-    assert host("backup-app")["ansible_connection"] == playbook.NSENTER
-    assert host("backup-app")["ansible_nsenter_pid"] == 4242
-    assert host("backup-sftp")["ansible_connection"] == playbook.DOCKER
+def test_without_the_plugin_the_tests_say_docker_exec(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.delenv("ANSIBLE_VARS_PLUGINS", raising=False)
+    assert playbook.via() == "docker exec"
