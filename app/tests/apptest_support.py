@@ -140,15 +140,20 @@ class AppProcess:
         )
 
     def wait_healthy(self, timeout: float = 10.0) -> None:
+        self.wait_health(200, timeout)
+
+    def wait_health(self, status: int, timeout: float = 10.0) -> None:
+        """Until /health answers `status` (503 for an image made unhealthy)."""
+
         def up() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"exited {self.proc.returncode}: {self.log_path.read_text()}")
             try:
-                return http("GET", self.base + "/health", timeout=1)[0] == 200
+                return http("GET", self.base + "/health", timeout=1)[0] == status
             except OSError:
                 return False
 
-        poll(up, timeout, what=f"{self.base}/health")
+        poll(up, timeout, what=f"{self.base}/health answering {status}")
 
     def get(self, path: str) -> tuple[int, dict[str, str], Any]:
         return http("GET", self.base + path)

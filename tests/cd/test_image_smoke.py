@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cd import sandbox
-from harness import testbed
+from harness import testbed, wait
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,3 +65,57 @@ def test_smoke_fails_a_wrong_or_unhealthy_image(version: str, expected: str, why
     result = _smoke(ref, expected)
     assert result.returncode != 0
     assert why in result.stderr
+
+
+# Run inside the container: the mean CPU time (user + system) of five runs of each.
+_CPU_PER_RUN = """
+import json, resource, subprocess
+def cpu(argv, n=5):
+    def used():
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+    before = used()
+    for _ in range(n):
+        subprocess.run(argv, capture_output=True, check=True)
+    return (used() - before) / n
+print(json.dumps({
+    "probe": cpu(["python", "-m", "archibald_app.healthcheck"]),
+    "service": cpu(["python", "-c", "import archibald_app.lifecycle"]),
+}))
+"""
+
+
+def test_the_image_probes_health_without_the_service() -> None:
+    """Docker's HEALTHCHECK runs archibald_app.healthcheck (the standard library
+    only: app/tests/test_healthcheck.py), and costs less CPU than importing
+    the service, which the probe once did (a
+    cut-over rollback waited 147 s for probes that timed out at load 15)."""
+    ref = f"{testbed.PUSH_REGISTRY}/{testbed.APP_REPOSITORY}@{sandbox.digest('v2')}"
+
+    def docker(*args: str) -> str:
+        return subprocess.run(
+            ["docker", *args], capture_output=True, text=True, check=True, timeout=90
+        ).stdout
+
+    test = json.loads(docker("image", "inspect", "-f", "{{json .Config.Healthcheck.Test}}", ref))
+    assert test == ["CMD", "python", "-m", "archibald_app.healthcheck"]
+    name = "archibald-probe-cost"
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+    docker("run", "-d", "--name", name, ref)
+    try:
+        # Docker's own verdict first: the HEALTHCHECK passes in the image.
+        wait.until(
+            f"Docker to report {name} healthy",
+            lambda: docker("inspect", "-f", "{{.State.Health.Status}}", name).strip() == "healthy",
+            60,
+            1,
+            detail=lambda: docker("inspect", "-f", "{{json .State.Health}}", name),
+        )
+        cpu = json.loads(docker("exec", name, "python", "-c", _CPU_PER_RUN))
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+    print(
+        f"\n[healthcheck] CPU per probe {cpu['probe'] * 1000:.0f} ms; importing the "
+        f"service alone {cpu['service'] * 1000:.0f} ms"
+    )
+    assert cpu["probe"] < cpu["service"]
