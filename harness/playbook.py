@@ -14,7 +14,9 @@ instead. This module only says which way a run went.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -106,6 +108,13 @@ class Background(subprocess.Popen[str]):
             mode="w+", encoding="utf-8", errors="replace"
         )
         super().__init__(args, stdout=self.output, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+    def kill_group(self) -> None:
+        """SIGKILL the playbook and every process it forked (start() gives it a process
+        group of its own), if it still runs: a test's way out of a hung run."""
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
 
     def communicate(
         self, input: str | None = None, timeout: float | None = None

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -374,8 +372,7 @@ def test_hanging_canary_is_aborted(host: Any) -> None:
                 out, _ = run.communicate(timeout=300)
                 time.sleep(1)
         finally:
-            if run.poll() is None:
-                os.killpg(run.pid, signal.SIGKILL)
+            run.kill_group()
     assert run.returncode != 0 and "health check failed 3 times in a row" in " ".join(out.split())
     state = read_state(host)
     assert state["canary"] is None and version in state["bad_versions"]

@@ -9,10 +9,7 @@ cannot do safely, names the repair, and that the repair moves no traffic.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
 import time
 from typing import Any
 
@@ -31,7 +28,7 @@ from conftest import (
     wait_for,
 )
 
-from harness import faults
+from harness import faults, playbook
 
 UPSTREAMS = "/etc/nginx/archibald/upstreams.conf"
 NO_WAIT = ["-e", "bluegreen_lock_wait_s=0"]
@@ -51,7 +48,7 @@ def started_at(host: Any, color: str) -> list[str]:
     return sorted(out.splitlines())
 
 
-def start_release(*extra: str) -> subprocess.Popen[str]:
+def start_release(*extra: str) -> playbook.Background:
     return start_playbook("release.yml", *extra)
 
 
@@ -70,7 +67,7 @@ def test_a_run_killed_between_switch_and_record_is_refused_then_repaired(host: A
         try:
             wait_for("nginx to serve the new colour", lambda: serving()[0] != before[0], 120, 0.02)
         finally:
-            os.killpg(release.pid, signal.SIGKILL)
+            release.kill_group()
             release.communicate(timeout=30)
         assert read_state(host)["active"] == before[0], "the record was written before the kill"
         # The killed run still holds the lock: the next run names its holder, its last
@@ -235,8 +232,7 @@ def test_a_run_whose_lock_was_taken_over_stops_before_writing(host: Any) -> None
         assert host.file(STATE).content_string == before_state
         assert json.loads(host.file(LOCK).content_string)["token"] == "intruder"
     finally:
-        if release.poll() is None:
-            os.killpg(release.pid, signal.SIGKILL)
+        release.kill_group()
         host.check_output(f"rm -f {LOCK}")
 
 
@@ -309,16 +305,14 @@ def test_a_hanging_release_is_rolled_back(host: Any) -> None:
             took = time.monotonic() - paused
     except BaseException:
         # Say what the release did: a lane stopped over its budget prints no summary.
-        if release.poll() is None:
-            os.killpg(release.pid, signal.SIGKILL)
+        release.kill_group()
         print(
             f"\n[hang] failed {time.monotonic() - started:.0f} s after the release started; "
             f"its output:\n{flat(release.communicate()[0])[-3000:]}"
         )
         raise
     finally:
-        if release.poll() is None:
-            os.killpg(release.pid, signal.SIGKILL)
+        release.kill_group()
     print(f"\n[hang] rolled back {took:.0f} s after the backend froze")
     assert release.returncode != 0, out[-3000:]
     assert "was rolled back automatically" in out, out[-3000:]
