@@ -229,11 +229,6 @@ ALWAYS = ["__0", "__1", "venv", "access", "before", "release"]
 WATCHDOG = "archibald-watchdog"
 
 
-def on_host(*command: str, check: bool = True) -> None:
-    """Run a command on the sandbox host."""
-    subprocess.run(["docker", "exec", sandbox.NAME, *command], check=check, capture_output=True)
-
-
 @contextmanager
 def v2_frozen_after_its_release() -> Iterator[
     tuple[Callable[[str, gha.StepResult], None], list[str]]
@@ -249,14 +244,15 @@ def v2_frozen_after_its_release() -> Iterator[
 
     def freeze(step_id: str, step: gha.StepResult) -> None:
         if step_id == "release" and step.outcome == "success":
-            on_host("systemctl", "stop", WATCHDOG)
+            rc, out = run(["systemctl", "stop", WATCHDOG])
+            assert rc == 0, f"stopping the sandbox's watchdog: {out}"
             frozen.extend(faults.freeze(run, containers_of("v2")))
 
     try:
         yield freeze, frozen
     finally:
         faults.thaw(run, frozen)
-        on_host("systemctl", "start", WATCHDOG, check=False)
+        run(["systemctl", "start", WATCHDOG])
 
 
 def test_good_release_passes_without_rollback(host: None, workspace: Path) -> None:
