@@ -350,16 +350,27 @@ def docker_get(socket_path: str, url: str, timeout: float) -> Any:
         connection.close()
 
 
+def docker_listed(
+    socket_path: str, app: str, timeout: float, color: str | None = None
+) -> list[dict[str, Any]]:
+    """The app's containers (of one colour, if given) as Docker's container list
+    gives them: labels, image, state; no environment, which holds the env file's
+    secrets."""
+    labels = [f"{core.LABEL}app={app}"] + ([f"{core.LABEL}color={color}"] if color else [])
+    query = urllib.parse.quote(json.dumps({"label": labels}))
+    listed: list[dict[str, Any]] = docker_get(
+        socket_path, f"/containers/json?all=1&filters={query}", timeout
+    )
+    return listed
+
+
 def docker_containers(
     socket_path: str, app: str, color: str, timeout: float
 ) -> list[dict[str, Any]]:
     """The colour's containers as bluegreen.summarize_container sees them (with restart counts)."""
-    labels = [f"{core.LABEL}app={app}", f"{core.LABEL}color={color}"]
-    query = urllib.parse.quote(json.dumps({"label": labels}))
-    listed = docker_get(socket_path, f"/containers/json?all=1&filters={query}", timeout)
     return [
         core.summarize_container(docker_get(socket_path, f"/containers/{c['Id']}/json", timeout))
-        for c in listed
+        for c in docker_listed(socket_path, app, timeout, color)
     ]
 
 
@@ -818,16 +829,6 @@ def render_metrics(app: str, status: Mapping[str, Any]) -> str:
 # --- the read-only observer ---------------------------------------------------
 
 
-def docker_app_containers(socket_path: str, app: str, timeout: float) -> list[dict[str, Any]]:
-    """The app's containers of every colour, as Docker's container list gives them
-    (labels, image, state; no environment, which holds the env file's secrets)."""
-    query = urllib.parse.quote(json.dumps({"label": [f"{core.LABEL}app={app}"]}))
-    listed: list[dict[str, Any]] = docker_get(
-        socket_path, f"/containers/json?all=1&filters={query}", timeout
-    )
-    return listed
-
-
 def observed(
     settings: Settings,
     now: datetime,
@@ -841,7 +842,7 @@ def observed(
     listed = (
         containers()
         if containers is not None
-        else docker_app_containers(settings.docker_socket, settings.app, settings.timeout_s)
+        else docker_listed(settings.docker_socket, settings.app, settings.timeout_s)
     )
     facts = core.observe(
         {
