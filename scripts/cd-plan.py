@@ -31,13 +31,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jinja2
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "module_utils"))
 import bluegreen as core  # noqa: E402  (the engine's record, drift and planner)
 
-# The observer's user on the host: group_vars/all.yml's bluegreen_observer_user
-# (a unit test keeps the two equal).
-OBSERVER_USER = "archibald-observer"
 GROUP = "archibald"
 SSH_TIMEOUT_S = 60
 
@@ -61,6 +61,19 @@ def inventory_hosts(inventory: str) -> dict[str, dict[str, Any]]:
     return {name: dict(hostvars.get(name, {})) for name in names}
 
 
+def observer_user(hostvars: Mapping[str, Any]) -> str:
+    """The observer's user on the host, as the role makes it: the host's
+    bluegreen_observer_user if its inventory entry sets one, else the role's
+    default rendered with group_vars/all.yml's bluegreen_app (read here, not
+    repeated: those two files own it)."""
+    if hostvars.get("bluegreen_observer_user"):
+        return str(hostvars["bluegreen_observer_user"])
+    defaults = yaml.safe_load((ROOT / "roles/bluegreen/defaults/main.yml").read_text())
+    shared = yaml.safe_load((ROOT / "group_vars/all.yml").read_text()) or {}
+    app = hostvars.get("bluegreen_app") or shared.get("bluegreen_app") or defaults["bluegreen_app"]
+    return jinja2.Template(defaults["bluegreen_observer_user"]).render(bluegreen_app=app)
+
+
 def ssh_observe(name: str, hostvars: Mapping[str, Any]) -> str:
     """The facts the host prints for the observer key (whatever command is asked,
     the key's entry forces the observer: none is sent)."""
@@ -71,7 +84,8 @@ def ssh_observe(name: str, hostvars: Mapping[str, Any]) -> str:
         argv += ["-i", os.environ["CD_OBSERVER_KEY"], "-o", "IdentitiesOnly=yes"]
     if hostvars.get("ansible_port"):
         argv += ["-p", str(hostvars["ansible_port"])]
-    argv += ["-l", OBSERVER_USER, str(hostvars.get("ansible_host") or name)]
+    user = observer_user(hostvars)
+    argv += ["-l", user, str(hostvars.get("ansible_host") or name)]
     done = subprocess.run(
         argv,
         capture_output=True,
@@ -80,9 +94,7 @@ def ssh_observe(name: str, hostvars: Mapping[str, Any]) -> str:
         timeout=SSH_TIMEOUT_S * 2,
     )
     if done.returncode != 0:
-        raise OSError(
-            f"ssh as {OBSERVER_USER} exited {done.returncode}: {done.stderr.strip()[-500:]}"
-        )
+        raise OSError(f"ssh as {user} exited {done.returncode}: {done.stderr.strip()[-500:]}")
     return done.stdout
 
 

@@ -138,6 +138,6 @@ def test_the_hosts_come_from_the_inventory_without_the_vault(tmp_path: Path) -> 
 
 def test_the_observer_user_is_the_roles() -> None:
     shared = yaml.safe_load((ROOT / "group_vars" / "all.yml").read_text())
-    defaults = yaml.safe_load((ROOT / "roles/bluegreen/defaults/main.yml").read_text())
-    assert defaults["bluegreen_observer_user"] == "{{ bluegreen_app }}-observer"
-    assert f"{shared['bluegreen_app']}-observer" == cd_plan.OBSERVER_USER
+    assert cd_plan.observer_user({}) == f"{shared['bluegreen_app']}-observer"
+    assert cd_plan.observer_user({"bluegreen_app": "shop"}) == "shop-observer"
+    assert cd_plan.observer_user({"bluegreen_observer_user": "eyes"}) == "eyes"
