@@ -16,7 +16,7 @@ export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 # Scenarios run by `make molecule` (default: every directory under molecule/
-# that has a molecule.yml). Narrow with `make molecule SCENARIOS="docker"`.
+# that has a molecule.yml). Narrow with `make molecule SCENARIOS="base"`.
 SCENARIOS ?= $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 APP_VERSION ?= v1
 SANDBOX_INVENTORY := inventory/sandbox

@@ -94,7 +94,7 @@ def test_a_test_file_in_no_part_is_refused_with_what_to_do(
 ) -> None:
     monkeypatch.setattr(scenarios, "stack_tests_on_disk", lambda: ["test_1_a", "test_9_new"])
     monkeypatch.setattr(scenarios, "STACK_PARTS", {"a": (("test_1_a", "test_0_gone"), 60)})
-    assert scenarios.main(["docker"]) == 2
+    assert scenarios.main(["base"]) == 2
     err = capsys.readouterr().err
     assert "test_9_new.py is in no part of STACK_PARTS" in err
     assert "test_0_gone, which is not a test file" in err
@@ -340,9 +340,9 @@ def test_an_alone_only_scenario_is_skipped_beside_others_and_runs_alone(
 
     monkeypatch.setattr(scenarios, "run_all", fake_run_all)
     name = next(iter(scenarios.ALONE_ONLY))
-    assert scenarios.main(["docker", name]) == 0
+    assert scenarios.main(["base", name]) == 0
     out = capsys.readouterr().out
-    assert ran == ["docker"]
+    assert ran == ["base"]
     assert f"SKIP  {name}" in out and f"make molecule SCENARIOS={name}" in out
     assert "molecule: 1 passed, 0 failed, 1 skipped" in out
     ran.clear()
