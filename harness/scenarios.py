@@ -62,8 +62,12 @@ BUDGETS_S: dict[str, int] = {
     # 891 s in the CI run of stop 23 (watchdog phase, four at once); 1,052 s
     # beside the stack's build (stop 33).
     "backup": 1320,
-    "nginx": 600,  # 4.3-7.5 min with testssl.sh and the traffic tests, machine shared
-    "accessories": 540,  # 4.3 min here alone, 5.5-7.4 with the machine shared by other runs
+    # 4.3-7.5 min with testssl.sh and the traffic tests, machine shared. Stop
+    # 36's clean-clone CI, on a machine about twice as slow as the one these
+    # figures come from (the stack's build 1,244 s, cutover 1,618 s), stopped
+    # nginx at its 810 s and accessories at its 729 s, both in their tests.
+    "nginx": 720,
+    "accessories": 720,  # 4.3 min here alone, 5.5-7.4 with the machine shared by other runs
     # 294 s in one CI run, over 480 s in the next (four at once), 629 s beside
     # the stack's build. With node_exporter's tests since stop 36 (its own
     # scenario converged the same role on two more hosts: 186-209 s in CI).
@@ -96,7 +100,8 @@ BUDGETS_S: dict[str, int] = {
     # tests), 8.5 min in all here; the converge is three roles.
     "pruning": 900,
 }
-DEFAULT_BUDGET_S = 480
+# alertmanager and grafana: 507 and 661 s in stop 36's CI on the slow machine.
+DEFAULT_BUDGET_S = 600
 # The whole-stack scenario: its set-up (create, converge, idempotence: about
 # 3.5 min here) and its tests in parts, each part the test files it runs and
 # the most they may take. Every test file is in exactly one part (a unit test
