@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cd import sandbox
-from harness import testbed, wait
+from harness import contract, testbed, wait
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,29 +91,24 @@ def test_the_image_probes_health_without_the_service() -> None:
     the service, which the probe once did (a
     cut-over rollback waited 147 s for probes that timed out at load 15)."""
     ref = f"{testbed.PUSH_REGISTRY}/{testbed.APP_REPOSITORY}@{sandbox.digest('v2')}"
-
-    def docker(*args: str) -> str:
-        return subprocess.run(
-            ["docker", *args], capture_output=True, text=True, check=True, timeout=90
-        ).stdout
-
+    docker = contract.docker
     test = json.loads(docker("image", "inspect", "-f", "{{json .Config.Healthcheck.Test}}", ref))
     assert test == ["CMD", "python", "-m", "archibald_app.healthcheck"]
     name = "archibald-probe-cost"
-    subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+    docker("rm", "-f", name, check=False)
     docker("run", "-d", "--name", name, ref)
     try:
         # Docker's own verdict first: the HEALTHCHECK passes in the image.
         wait.until(
             f"Docker to report {name} healthy",
-            lambda: docker("inspect", "-f", "{{.State.Health.Status}}", name).strip() == "healthy",
+            lambda: docker("inspect", "-f", "{{.State.Health.Status}}", name) == "healthy",
             60,
             1,
             detail=lambda: docker("inspect", "-f", "{{json .State.Health}}", name),
         )
         cpu = json.loads(docker("exec", name, "python", "-c", _CPU_PER_RUN))
     finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+        docker("rm", "-f", name, check=False)
     print(
         f"\n[healthcheck] CPU per probe {cpu['probe'] * 1000:.0f} ms; importing the "
         f"service alone {cpu['service'] * 1000:.0f} ms"
