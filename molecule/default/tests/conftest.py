@@ -120,6 +120,24 @@ def host_state() -> dict[str, Any]:
     return dict(json.loads(done.stdout))
 
 
+def running_containers(color: str) -> list[str]:
+    """The ids of the app's running containers of `color`."""
+    listed = on_host(
+        "docker ps -q --filter label=org.archibald.app=archibald "
+        f"--filter label=org.archibald.color={color}"
+    )
+    return listed.stdout.split()
+
+
+def standby_of(state: dict[str, Any]) -> tuple[str, str | None] | None:
+    """(colour, version) of the standby colour in the record; None when no colour is live."""
+    active = state.get("active")
+    if not active:
+        return None
+    color = other(str(active))
+    return color, (state.get("colors") or {}).get(color, {}).get("version")
+
+
 def is_fault_image(version: str | None) -> bool:
     """The test versions built to fail (bad-unhealthy, bad-crashloop, ...)."""
     return bool(version) and str(version).startswith("bad-")
@@ -133,12 +151,11 @@ def known_state_problems(
     maintenance, and a standby colour that runs no fault image: with no version
     marked bad, the watchdog and a rollback would take it as a way back."""
     active = state.get("active")
-    colors = state.get("colors") or {}
-    live = colors.get(active or "", {}).get("version")
-    standby = colors.get(other(active), {}).get("version") if active else None
+    live = (state.get("colors") or {}).get(active or "", {}).get("version")
+    standby = standby_of(state)
     problems = []
-    if standby_running and is_fault_image(standby):
-        problems.append(f"the standby colour {other(str(active))} runs the fault image {standby}")
+    if standby_running and standby and is_fault_image(standby[1]):
+        problems.append(f"the standby colour {standby[0]} runs the fault image {standby[1]}")
     if flag:
         problems.append("maintenance mode is on")
     if state.get("canary"):
@@ -162,31 +179,16 @@ def establish_known_state() -> list[str]:
         assert rc == 0, f"setting up the known state: {name} {extra} failed: {out[-3000:]}"
         done.append(f"{name} {' '.join(extra)} ({seconds:.0f} s)".replace("  ", " "))
 
-    def standby_containers() -> list[str]:
-        active = host_state().get("active")
-        if not active:
-            return []
-        listed = on_host(
-            f"docker ps -q --filter label=org.archibald.app=archibald "
-            f"--filter label=org.archibald.color={other(active)}"
-        )
-        return listed.stdout.split()
-
     if on_host(f"test -e {MAINTENANCE_FLAG}").returncode == 0:
         step("maintenance.yml", "-e", "maintenance=off")
     # Before any version is unmarked: a fault image left on the standby colour
     # (test_14's crash loop) is stopped, as an operator would, so that nothing
     # switches back to it once it is no longer listed bad.
-    state = host_state()
-    standby = (state.get("colors") or {}).get(other(state.get("active") or "blue"), {})
-    if (
-        state.get("active")
-        and is_fault_image(standby.get("version"))
-        and (ids := standby_containers())
-    ):
+    standby = standby_of(host_state())
+    if standby and is_fault_image(standby[1]) and (ids := running_containers(standby[0])):
         stopped = on_host(f"docker stop {' '.join(ids)}")
         assert stopped.returncode == 0, f"stopping the standby's fault image: {stopped.stderr}"
-        done.append(f"stopped the standby's {standby['version']} ({len(ids)} containers)")
+        done.append(f"stopped the standby's {standby[1]} ({len(ids)} containers)")
     if host_state().get("canary"):
         step("abort.yml", "-e", "bluegreen_abort_reason='a test file starts from no canary'")
     for version in sorted(host_state().get("bad_versions") or {}):
@@ -207,7 +209,10 @@ def establish_known_state() -> list[str]:
         except (AssertionError, OSError, KeyError, ValueError):
             serves = None
         flag = on_host(f"test -e {MAINTENANCE_FLAG}").returncode == 0
-        return known_state_problems(host_state(), serves, flag, bool(standby_containers()))
+        state = host_state()
+        standby = standby_of(state)
+        running = standby is not None and bool(running_containers(standby[0]))
+        return known_state_problems(state, serves, flag, running)
 
     # nginx serves the switch at once; the wait covers a reload still in flight.
     wait.until(
