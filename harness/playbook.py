@@ -39,10 +39,10 @@ def inventory() -> str:
 
 
 def via() -> str:
-    """How this process's playbooks reach the hosts: nsenter where the plugin is on."""
+    """How this process's playbooks reach the hosts: Mitogen or nsenter where the plugin is on."""
     plugins = os.environ.get("ANSIBLE_VARS_PLUGINS", "").split(os.pathsep)
     if nsenter_hosts.PLUGIN_DIR in map(os.path.realpath, plugins) and nsenter_hosts.wanted():
-        return "nsenter"
+        return "mitogen" if nsenter_hosts.mitogen() else "nsenter"
     return "docker exec"
 
 

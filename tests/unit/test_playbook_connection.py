@@ -79,6 +79,7 @@ def docker_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
     monkeypatch.delenv(nsenter_hosts.CONNECTION_ENV, raising=False)
+    monkeypatch.delenv(nsenter_hosts.STRATEGY_ENV, raising=False)
     monkeypatch.setattr(nsenter_hosts, "_client", None)
     yield server.calls  # type: ignore[attr-defined]
     server.shutdown()
@@ -113,11 +114,102 @@ def test_not_root_or_asked_for_docker_keeps_molecules_connection(
     assert docker_api == []
 
 
-def test_molecules_configuration_turns_the_plugin_on() -> None:
+def test_under_mitogens_strategy_a_docker_host_gets_the_connection_mitogen_takes_over(
+    docker_api: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hosts = MOLECULE_INVENTORY["all"]["hosts"]
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setenv(nsenter_hosts.STRATEGY_ENV, "mitogen_linear")
+    mitogen = {"ansible_connection": nsenter_hosts.MITOGEN_DOCKER}
+    assert nsenter_hosts.override("backup-app", hosts["backup-app"]) == mitogen
+    assert nsenter_hosts.override("localhost", hosts["localhost"]) == {}
+    assert docker_api == [], "Mitogen's connection needs no PID"
+    monkeypatch.setenv(nsenter_hosts.CONNECTION_ENV, "nsenter")
+    assert nsenter_hosts.override("backup-app", hosts["backup-app"])["ansible_connection"] == (
+        nsenter_hosts.NSENTER
+    )
+    monkeypatch.setenv(nsenter_hosts.CONNECTION_ENV, "docker")
+    assert nsenter_hosts.override("backup-app", hosts["backup-app"]) == {}
+
+
+def molecule_env() -> dict[str, str]:
     config = yaml.safe_load((ROOT / ".config" / "molecule" / "config.yml").read_text())
-    named = config["provisioner"]["env"]["ANSIBLE_VARS_PLUGINS"]
-    here = named.replace("${MOLECULE_PROJECT_DIRECTORY}", str(ROOT))
-    assert os.path.realpath(here) == nsenter_hosts.PLUGIN_DIR
+    return {
+        key: str(value).replace("${MOLECULE_PROJECT_DIRECTORY}", str(ROOT))
+        for key, value in config["provisioner"]["env"].items()
+    }
+
+
+def test_molecules_configuration_turns_the_plugin_and_mitogens_strategy_on() -> None:
+    env = molecule_env()
+    assert os.path.realpath(env["ANSIBLE_VARS_PLUGINS"]) == nsenter_hosts.PLUGIN_DIR
+    assert env["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    assert (Path(env["ANSIBLE_STRATEGY_PLUGINS"]) / "mitogen_linear.py").is_file()
+
+
+def test_mitogens_strategy_takes_over_docker_only_and_runs_controller_tasks_the_usual_way(
+    tmp_path: Path,
+) -> None:
+    """Mitogen's own `local` context failed Molecule's create step (its async
+    docker_container tasks) on this machine: the strategy here leaves `local`, `ssh`
+    and every other connection to Ansible. A play on the controller, with an async
+    task as Molecule's create has, passes under it."""
+    play = tmp_path / "local.yml"
+    play.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "hosts": "localhost",
+                    "gather_facts": False,
+                    "tasks": [
+                        {
+                            "ansible.builtin.command": "true",
+                            "async": 30,
+                            "poll": 0,
+                            "register": "job",
+                            "changed_when": False,
+                        },
+                        {
+                            "ansible.builtin.async_status": {"jid": "{{ job.ansible_job_id }}"},
+                            "register": "done",
+                            "until": "done is finished",
+                            "retries": 20,
+                            "delay": 1,
+                        },
+                    ],
+                }
+            ]
+        )
+    )
+    env = dict(os.environ, **{k: v for k, v in molecule_env().items() if "STRATEGY" in k})
+    env["ANSIBLE_ASYNC_DIR"] = str(tmp_path / "async")
+    # Molecule's inventory names localhost with the local connection.
+    inventory = tmp_path / "inventory"
+    inventory.write_text(
+        "localhost ansible_connection=local"
+        " ansible_python_interpreter={{ ansible_playbook_python }}\n"
+    )
+    done = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(inventory), str(play)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "Use of strategy plugins not included in ansible.builtin" in done.stderr, done.stderr
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import mitogen_linear, "
+        "ansible_mitogen.strategy as s; print(s.REDIRECTED_CONNECTION_PLUGINS)"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code, env["ANSIBLE_STRATEGY_PLUGINS"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert shown.strip() == "('docker',)", shown
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="nsenter needs root; CI runs as root")
