@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import shlex
 import tempfile
 import threading
 import time
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import EDGE, ROOT, TLS, read_state, run_playbook, wait_for
 
 SINK = "/var/lib/alert-sink"
@@ -64,6 +66,13 @@ RECEIVERS: dict[str, Any] = {
 }
 # Alerts this file causes on purpose; anything else that arrives is a false notification.
 EXPECTED = {"AppHighErrorRate", "SiteDown", "Watchdog"}
+# Alerts about the machine under the test hosts rather than the stack: a host's
+# filesystems other than its overlay root are bind mounts and volumes on the CI
+# machine's own disk, which the CI run itself fills (images, volumes, snapshots)
+# fast enough for DiskFilling's 24 h prediction. Such a notification is true, not
+# false, when the shipped rule's expression really held on the host's Prometheus.
+MACHINE = {"DiskFilling"}
+RULES = ROOT / "roles" / "prometheus" / "files" / "rules" / "archibald.rules.yml"
 SHIPPED_FOR_S = 300
 SCENARIO_FOR_S = 30
 
@@ -326,13 +335,44 @@ def test_heartbeat_stops_when_prometheus_stops(host: Any, receivers: set[str]) -
     )
 
 
+def shipped_expr(alert: str) -> str:
+    """The expression of `alert` in the shipped rules file."""
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return str(next(r["expr"] for g in groups for r in g["rules"] if r.get("alert") == alert))
+
+
+def held_on_host(host: Any, alert: str, window: str = "1h") -> int:
+    """How many series of `alert`'s shipped expression held at some minute of the last
+    `window` on the host's Prometheus."""
+    promql = f"count(max_over_time(({shipped_expr(alert)})[{window}:1m]))"
+    out = host.check_output(
+        "curl -fsS -G http://127.0.0.1:9090/api/v1/query --data-urlencode "
+        + shlex.quote(f"query={promql}")
+    )
+    result = json.loads(out)["data"]["result"]
+    return int(float(result[0]["value"][1])) if result else 0
+
+
+def named(notification: dict[str, Any], names: set[str]) -> bool:
+    return notification.get("labels", {}).get("alertname", "") in names or any(
+        name in notification.get("subject", "") for name in names
+    )
+
+
 def test_no_false_notifications(host: Any, receivers: set[str]) -> None:
-    unexpected = [
-        n
-        for n in notifications(host)
-        if n.get("labels", {}).get("alertname", "") not in EXPECTED | receivers
-        and not any(name in n.get("subject", "") for name in EXPECTED | receivers)
-    ]
+    unexpected = [n for n in notifications(host) if not named(n, EXPECTED | receivers)]
+    for alert in sorted(MACHINE):
+        about_machine = [n for n in unexpected if named(n, {alert})]
+        if not about_machine:
+            continue
+        held = held_on_host(host, alert)
+        verdict = "true, about the CI machine's disk" if held else "false"
+        print(
+            f"\n[alerting] {len(about_machine)} {alert} notifications: the shipped expression "
+            f"held for {held} series in the last hour on the host's Prometheus ({verdict})"
+        )
+        if held:
+            unexpected = [n for n in unexpected if not named(n, {alert})]
     names = sorted({n.get("labels", {}).get("alertname") or n.get("subject") for n in unexpected})
     print(f"\n[alerting] false notifications during this file: {len(unexpected)} {names}")
     assert not unexpected, unexpected
