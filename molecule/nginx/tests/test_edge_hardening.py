@@ -47,6 +47,11 @@ HEADER_TIMEOUT_S = 10
 # +84 ms was seen there in every pair. The 20 ms bound is then checked where
 # the scenario runs alone (GitHub's job, `make molecule SCENARIOS=nginx`).
 P99_SLACK_S = 0.100 if os.environ.get("ARCHIBALD_SHARED_MACHINE") else 0.020
+# How long after the timeout a slow client may see its connection closed, as this
+# machine's threads measure it (each from before its TLS handshake). Beside
+# other scenarios at a load average of 12 the last header was seen cut at 16.6 s
+# for the 10 s timeout (stop 37's second clean-clone CI); alone 5 s is the bound.
+CUTOFF_SLACK_S = 10 if os.environ.get("ARCHIBALD_SHARED_MACHINE") else 5
 FLOOD_ATTEMPTS = 3
 
 # What testssl.sh must find on a host with a self-signed test certificate, and
@@ -431,8 +436,8 @@ def test_slow_clients_are_cut_off_and_do_not_starve_normal_clients(host: Host) -
         f"nginx did not cut off every slow client within 25 s: {cut}"
     )
     # The header timeout counts the whole header; the body timeout each pause.
-    assert latest["header"] <= HEADER_TIMEOUT_S + 5, latest
-    assert latest["body"] <= HEADER_TIMEOUT_S + 5, latest
+    assert latest["header"] <= HEADER_TIMEOUT_S + CUTOFF_SLACK_S, latest
+    assert latest["body"] <= HEADER_TIMEOUT_S + CUTOFF_SLACK_S, latest
     # Not starved: every request answered, none anywhere near a timeout.
     assert _p99(during) <= STARVED_S, f"p99 {_p99(during) * 1000:.0f} ms"
 
