@@ -341,16 +341,21 @@ def shipped_expr(alert: str) -> str:
     return str(next(r["expr"] for g in groups for r in g["rules"] if r.get("alert") == alert))
 
 
-def held_on_host(host: Any, alert: str, window: str = "1h") -> int:
-    """How many series of `alert`'s shipped expression held at some minute of the last
-    `window` on the host's Prometheus."""
-    promql = f"count(max_over_time(({shipped_expr(alert)})[{window}:1m]))"
+def prom_count(host: Any, promql: str) -> int:
+    """The value of an instant query that counts (0 when it has no result) on the
+    host's Prometheus."""
     out = host.check_output(
         "curl -fsS -G http://127.0.0.1:9090/api/v1/query --data-urlencode "
         + shlex.quote(f"query={promql}")
     )
     result = json.loads(out)["data"]["result"]
     return int(float(result[0]["value"][1])) if result else 0
+
+
+def held_on_host(host: Any, alert: str, window: str = "1h") -> int:
+    """How many series of `alert`'s shipped expression held at some minute of the last
+    `window` on the host's Prometheus."""
+    return prom_count(host, f"count(max_over_time(({shipped_expr(alert)})[{window}:1m]))")
 
 
 def named(notification: dict[str, Any], names: set[str]) -> bool:
@@ -394,11 +399,7 @@ def test_alerting_footprint(host: Any) -> None:
         return int(host.check_output(f"ps -o rss= -C {process}").split()[0]) / 1024
 
     def count(expr: str) -> int:
-        out = host.check_output(
-            f"curl -fsS -G http://127.0.0.1:9090/api/v1/query --data-urlencode 'query={expr}'"
-        )
-        result = json.loads(out)["data"]["result"]
-        return int(float(result[0]["value"][1])) if result else 0
+        return prom_count(host, expr)
 
     total = count("prometheus_tsdb_head_series")
     # What this work added: the new scrape jobs, the recorded app facts, alert states.
