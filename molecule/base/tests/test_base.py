@@ -46,7 +46,9 @@ def _connect(address: str, port: int, timeout: float = 2.0) -> str:
     return "open"
 
 
-def _ssh(host, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _ssh(
+    host, user: str, *args: str, command: tuple[str, ...] = ("sudo -n true && echo logged-in",)
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             "ssh",
@@ -64,8 +66,9 @@ def _ssh(host, user: str, *args: str) -> subprocess.CompletedProcess[str]:
             "ConnectTimeout=5",
             *args,
             f"{user}@{_address(host)}",
-            "sudo -n true && echo logged-in",
+            *command,
         ],
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         check=False,
@@ -229,6 +232,11 @@ def test_sshd_effective_settings(host) -> None:
         "maxauthtries 3",
         "logingracetime 30",
         "allowusers deploy",
+        "allowtcpforwarding local",
+        "allowagentforwarding no",
+        "allowstreamlocalforwarding no",
+        "gatewayports no",
+        "permittunnel no",
     ):
         assert line in effective, line
     assert host.service("ssh").is_running
@@ -238,6 +246,18 @@ def test_deploy_logs_in_with_its_key_and_uses_sudo(host) -> None:
     result = _ssh(host, "deploy")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "logged-in"
+
+
+def test_only_local_forwarding_is_allowed(host) -> None:
+    """`ssh -L` to a loopback service works (OPERATIONS.md reaches Prometheus that way);
+    `ssh -R`, which would open a port on the host for whoever holds the key, is refused."""
+    # -W is -L's channel (direct-tcpip) on standard input and output: the host's
+    # own sshd answers through it with its banner.
+    local = _ssh(host, "deploy", "-W", "127.0.0.1:22", command=())
+    remote = _ssh(host, "deploy", "-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:22")
+    print(f"\n[ssh] -W: {local.stdout[:20]!r}; -R: rc {remote.returncode}, {remote.stderr.strip()}")
+    assert local.stdout.startswith("SSH-2.0-"), local.stderr
+    assert remote.returncode != 0 and "remote port forwarding failed" in remote.stderr, remote
 
 
 def test_root_and_passwords_are_refused(host) -> None:
