@@ -68,3 +68,26 @@ def test_machine_metrics_are_exported(host) -> None:
         "node_network_receive_bytes_total",
     ):
         assert metric in out, metric
+
+
+def test_a_pending_reboot_is_exported_and_only_the_apt_collector_runs(host) -> None:
+    """Debian's apt collector reports /run/reboot-required as node_reboot_required (the
+    RebootRequired alert reads it); the package's hardware timers stay off."""
+    timers = host.check_output(
+        "systemctl list-units --no-legend --type=timer --state=active "
+        "'prometheus-node-exporter-*.timer' | awk '{print $1}'"
+    ).split()
+    assert timers == ["prometheus-node-exporter-apt.timer"], timers
+
+    def reboot_required(expected: str) -> str:
+        host.check_output("systemctl start prometheus-node-exporter-apt.service")
+        text = host.check_output(METRICS)
+        return text if f"\nnode_reboot_required {expected}\n" in text else ""
+
+    try:
+        host.check_output("touch /run/reboot-required")
+        out = until("node_reboot_required 1", lambda: reboot_required("1"), 60, 2)
+        assert "apt_upgrades_pending" in out
+    finally:
+        host.run("rm -f /run/reboot-required")
+    until("node_reboot_required 0", lambda: reboot_required("0"), 60, 2)
