@@ -40,6 +40,11 @@ BACK_WITHIN_S = 45 if BESIDE else 20
 # containers' life, and a recorded sample may be one evaluation old); 90 s
 # leaves three rounds of judgement and saves CI 30 s.
 HEALTHY_ANALYSIS = ["-e", "bluegreen_analysis_window_s=90", "-e", "bluegreen_analysis_interval_s=5"]
+# Prometheus is stopped right after the switch: its first query after that fails
+# the metric analysis, but the edge's judgement still runs its whole window before
+# the release ends (it may still catch a bad release). 30 s of it prove the same
+# as 120 (and save the lane 90 s).
+PROMETHEUS_DOWN = ["-e", "bluegreen_analysis_window_s=30", "-e", "bluegreen_analysis_interval_s=5"]
 
 
 class PacedProber(Prober):
@@ -186,7 +191,7 @@ def test_bad_release_rolls_back_by_itself(host: Any) -> None:
 def test_prometheus_down_during_analysis_fails_safely(host: Any) -> None:
     before = read_state(host)
     version = other_version(host)
-    release = start_playbook("release.yml", "-e", f"app_version={version}", *ANALYSIS)
+    release = start_playbook("release.yml", "-e", f"app_version={version}", *PROMETHEUS_DOWN)
     try:
         wait_for("the switch", lambda: read_state(host)["active"] != before["active"], 180, 0.5)
         host.check_output("systemctl stop prometheus")
