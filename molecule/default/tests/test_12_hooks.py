@@ -21,6 +21,7 @@ from harness.ansible_plugins.vars import nsenter_hosts
 VOLUME = "/var/lib/docker/volumes/archibald-data/_data"
 # The app image's entrypoint is the app's own command line; a hook names its own.
 PY = ["python3", "-c"]
+SECRET_MARKER = "S3cret-failed-hook-8d31f0"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -106,12 +107,19 @@ def test_failing_or_hanging_pre_switch_hook_stops_the_release(host: Any) -> None
     version = next_version()
     failing = {"entrypoint": PY, "command": ["print('schema v9 needs a newer job store'); exit(3)"]}
     hanging = {"entrypoint": PY, "command": ["import time; time.sleep(600)"], "timeout_s": 8}
+    # With a secret in the app's environment and -v: the new colour stopped after the
+    # failed hook (each result its inspect) prints it nowhere (issue 29).
+    secret = json.dumps({"bluegreen_secret_env": {"APP_TEST_SECRET": SECRET_MARKER}})
     with Prober() as prober:
-        rc_fail, out_fail, fail_s = release(version, "-e", hooks(pre_switch=failing))
+        rc_fail, out_fail, fail_s = release(
+            version, "-e", hooks(pre_switch=failing), "-e", secret, "-v"
+        )
         started = time.monotonic()
         rc_hang, out_hang, hang_s = release(version, "-e", hooks(pre_switch=hanging))
     assert rc_fail != 0 and "The pre-switch hook of" in out_fail, out_fail[-3000:]
     assert "schema v9 needs a newer job store" in out_fail and "No traffic moved" in out_fail
+    leaks = [line for line in out_fail.splitlines() if SECRET_MARKER in line]
+    assert not leaks, "\n".join(leaks[:5])
     assert rc_hang != 0 and "The pre-switch hook of" in out_hang, out_hang[-3000:]
     assert serving() == before
     assert len(read_state(host)["history"]) == history, "the record changed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -18,6 +19,8 @@ from conftest import (
     wait_for,
 )
 
+SECRET_MARKER = "S3cret-failing-path-5e2b9c"
+
 
 @pytest.mark.parametrize(
     ("version", "why"),
@@ -27,11 +30,18 @@ def test_bad_image_is_not_switched_to(host: Any, version: str, why: str) -> None
     before_state = host.file(STATE).content_string
     before = serving()
     target = other(before[0])
+    # With a secret in the app's environment and -v: the failing path (the gate's
+    # rescue stops the colour, whose result is its inspect) prints it nowhere (issue 29).
+    secret = json.dumps({"bluegreen_secret_env": {"APP_TEST_SECRET": SECRET_MARKER}})
     rc, out, elapsed = run_playbook(
-        "release.yml", "-e", f"app_version={version}", "-e", "bluegreen_health_timeout_s=20"
+        "release.yml",
+        *("-e", f"app_version={version}", "-e", "bluegreen_health_timeout_s=20", "-e", secret),
+        "-v",
     )
-    print(f"\n[{version}] ({why}) refused in {elapsed:.1f} s")
+    leaks = [line for line in out.splitlines() if SECRET_MARKER in line]
+    print(f"\n[{version}] ({why}) refused in {elapsed:.1f} s; {len(leaks)} lines with the secret")
     assert rc != 0, f"the release of {version} succeeded:\n{out[-2000:]}"
+    assert not leaks, "\n".join(leaks[:5])
     assert f"{version} on the {target} colour failed its health gate" in out, out[-3000:]
     assert "last answers" in out or "restarted" in out, out[-3000:]
     assert "Traffic still goes to " + before[0] in out, out[-3000:]
