@@ -5,6 +5,7 @@ A fake `docker` on PATH records what the script asks of the engine.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -31,26 +32,48 @@ exit 0
 """
 
 
-@pytest.fixture
-def host(tmp_path: Path) -> Path:
-    """A temp 'host': the app dir, the upstream file, the library and the rendered script."""
-    app_dir = tmp_path / "state"
-    app_dir.mkdir()
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    (lib / "bluegreen.py").write_text((ROOT / "module_utils" / "bluegreen.py").read_text())
+def render(tmp_path: Path, **overrides: str) -> str:
+    """retire.py.j2 rendered by Ansible's templar with the role's defaults and vars."""
     variables = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
     variables |= yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
     variables |= {
-        "_bluegreen_dir": str(app_dir),
-        "_bluegreen_lib_dir": str(lib),
+        "_bluegreen_dir": str(tmp_path / "state"),
+        "_bluegreen_lib_dir": str(tmp_path / "lib"),
         "bluegreen_upstreams_file": str(tmp_path / "upstreams.conf"),
         "ansible_managed": "managed",
         "app_version": "v1",
+        **overrides,
     }
     source = trust_as_template((ROLE / "templates" / "retire.py.j2").read_text())
-    script = Templar(loader=DataLoader(), variables=variables).template(source)
-    (tmp_path / "retire.py").write_text(script)
+    return str(Templar(loader=DataLoader(), variables=variables).template(source))
+
+
+def test_inventory_values_are_python_literals_whatever_they_hold(tmp_path: Path) -> None:
+    """A quote or a backslash in a path or an image name is data, never code (issue 29)."""
+    odd = 'registry:5000/app"; import os; os.system("true") #\\'
+    module = ast.parse(render(tmp_path, bluegreen_image=odd, bluegreen_upstreams_file='/x/"up'))
+    values = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in module.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id in ("REPOSITORY", "UPSTREAMS", "DIR")
+    }
+    assert values == {
+        "REPOSITORY": odd,
+        "UPSTREAMS": '/x/"up',
+        "DIR": str(tmp_path / "state"),
+    }
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Path:
+    """A temp 'host': the app dir, the upstream file, the library and the rendered script."""
+    (tmp_path / "state").mkdir()
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "bluegreen.py").write_text((ROOT / "module_utils" / "bluegreen.py").read_text())
+    (tmp_path / "retire.py").write_text(render(tmp_path))
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "docker").write_text(FAKE_DOCKER)
     (tmp_path / "bin" / "docker").chmod(0o755)
