@@ -226,27 +226,28 @@ def run_deploy_job(
 
 
 ALWAYS = ["__0", "__1", "venv", "access", "before", "release"]
+PROMOTE = ["__0", "__1", "venv", "access", "before", "promote"]
 WATCHDOG = "archibald-watchdog"
 
 
 @contextmanager
-def v2_frozen_after_its_release() -> Iterator[
-    tuple[Callable[[str, gha.StepResult], None], list[str]]
-]:
+def frozen_after(
+    step_id: str = "release", version: str = "v2"
+) -> Iterator[tuple[Callable[[str, gha.StepResult], None], list[str]]]:
     """An after_step for run_deploy_job, and the containers it froze: once the
-    release step succeeded, v2 dies (its containers frozen), so the public check
-    fails. The host's watchdog would move traffic back by itself within seconds
+    step `step_id` succeeded, `version` dies (its containers frozen), so the public
+    check fails. The host's watchdog would move traffic back by itself within seconds
     (test_14_watchdog proves it): it is stopped, as an operator pauses it
     (OPERATIONS 2.9), so that CD's own rollback or abort is what is tested.
     Thawed and the watchdog started again when the block ends, however it ends."""
     run = faults.docker_exec(sandbox.NAME)
     frozen: list[str] = []
 
-    def freeze(step_id: str, step: gha.StepResult) -> None:
-        if step_id == "release" and step.outcome == "success":
+    def freeze(done: str, step: gha.StepResult) -> None:
+        if done == step_id and step.outcome == "success":
             rc, out = run(["systemctl", "stop", WATCHDOG])
             assert rc == 0, f"stopping the sandbox's watchdog: {out}"
-            frozen.extend(faults.freeze(run, containers_of("v2")))
+            frozen.extend(faults.freeze(run, containers_of(version)))
 
     try:
         yield freeze, frozen
@@ -271,7 +272,7 @@ def test_failed_verify_fails_the_job_and_rolls_back(host: None, workspace: Path)
     # The first job provisioned the host (or found it provisioned from this
     # tree and inventory); this one has nothing new to provision and skips it.
     provisioned = provision_stamp()
-    with v2_frozen_after_its_release() as (freeze, frozen):
+    with frozen_after() as (freeze, frozen):
         result = run_deploy_job(workspace, "verify-fails", "v2", after_step=freeze)
     assert frozen, "the release step did not succeed, so the fault was never injected"
     assert result.conclusion == "failure"
@@ -325,16 +326,7 @@ def test_a_paused_canary_waits_for_the_promote_job(host: None, workspace: Path) 
         canary_steps=steps,
     )
     assert promoted.conclusion == "success"
-    assert promoted.ran() == [
-        "__0",
-        "__1",
-        "venv",
-        "access",
-        "promote",
-        "verify",
-        "summary",
-        "cleanup",
-    ]
+    assert promoted.ran() == [*PROMOTE, "verify", "summary", "cleanup"]
     assert active_version() == "v3" and host_state()["canary"] is None
 
 
@@ -421,7 +413,7 @@ def test_a_failed_verify_during_a_canary_aborts_it(host: None, workspace: Path) 
     it, so everyone is back on the colour that served before."""
     before = active_version()
     steps = [{"weight": 30, "analysis_s": 3, "pause": True}]
-    with v2_frozen_after_its_release() as (freeze, frozen):
+    with frozen_after() as (freeze, frozen):
         result = run_deploy_job(
             workspace, "canary-verify-fails", "v2", after_step=freeze, canary_steps=steps
         )
@@ -436,3 +428,34 @@ def test_a_failed_verify_during_a_canary_aborts_it(host: None, workspace: Path) 
     assert state["canary"] is None and active_version() == before
     assert "v2" in state["bad_versions"]
     assert "The canary of v2 was left in progress by the failure: abort success." in result.summary
+
+
+def test_a_promotion_that_fails_its_verify_is_rolled_back(host: None, workspace: Path) -> None:
+    """The promote job's own failure (issue 28): the canary reached everyone, then the
+    public check fails (the promoted colour frozen). The job rolls back to the version
+    that served before the canary, as the deploy job does, and says so."""
+    before = active_version()
+    steps = [{"weight": 30, "analysis_s": 3, "pause": True}]
+    deployed = run_deploy_job(workspace, "canary-before-a-bad-promotion", "v1", canary_steps=steps)
+    assert deployed.conclusion == "success" and deployed.outputs["paused"] == "true"
+    with frozen_after("promote", "v1") as (freeze, frozen):
+        promoted = run_deploy_job(
+            workspace,
+            "promotion-verify-fails",
+            "v1",
+            after_step=freeze,
+            job="promote",
+            deploy_outputs=deployed.outputs,
+            canary_steps=steps,
+        )
+    assert frozen, "the promote step did not succeed, so the fault was never injected"
+    assert promoted.conclusion == "failure"
+    assert promoted.step("verify").outcome == "failure"
+    assert promoted.step("after").outputs["active_version"] == "v1"
+    assert promoted.step("rollback").outcome == "success"
+    assert promoted.step("abort").outcome == "skipped"
+    assert promoted.ran() == [*PROMOTE, "verify", "after", "rollback", "summary", "cleanup"]
+    assert active_version() == before and host_state()["canary"] is None
+    assert f"v1 reached everyone and then failed: rolled back to {before}, success." in (
+        promoted.summary
+    )

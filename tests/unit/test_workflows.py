@@ -364,14 +364,16 @@ def test_the_plan_before_approval_holds_nothing_that_can_change_the_host() -> No
     assert "scripts/cd-plan.py" in script
 
 
-def test_the_steps_after_a_cancel_end_within_githubs_window() -> None:
-    """GitHub kills a cancelled job 5 minutes after the cancel: the release step is
+@pytest.mark.parametrize("job", ["deploy", "promote"])
+def test_the_steps_after_a_cancel_end_within_githubs_window(job: str) -> None:
+    """GitHub kills a cancelled job 5 minutes after the cancel: the playbook step is
     stopped within 10 s (SIGINT, 7.5 s, SIGTERM, 2.5 s), then where traffic is and
     the rollback or the abort (never both) must fit in the rest with time for the
     summary (which only writes text), each bounded by its timeout-minutes
-    (harness/gha.py enforces them in cd-test)."""
+    (harness/gha.py enforces them in cd-test). The deploy job and the promote job
+    (a canary cancelled between its steps, or promoted and then failing) alike."""
     cd = load(WORKFLOW_DIR / "cd.yml")
-    steps = {s.get("id"): s for s in cd["jobs"]["deploy"]["steps"]}
+    steps = {s.get("id"): s for s in cd["jobs"][job]["steps"]}
     for step_id in ("after", "rollback", "abort", "summary"):
         assert "cancelled()" in steps[step_id]["if"] or "always()" in steps[step_id]["if"]
         assert isinstance(steps[step_id].get("timeout-minutes"), int), step_id
@@ -385,7 +387,9 @@ def test_the_steps_after_a_cancel_end_within_githubs_window() -> None:
         # Its verify polls a few times, not the release's 40 x 3 s.
         attempts = int(steps[step_id]["env"]["VERIFY_ATTEMPTS"])
         assert attempts * interval <= 60 * steps[step_id]["timeout-minutes"] / 2
-        assert "ci-verify-health.sh" in steps[step_id]["run"]
+        assert steps[step_id]["run"] == f'scripts/ci-undo.sh {step_id} "$BEFORE_VERSION"'
+    undo = (ROOT / "scripts" / "ci-undo.sh").read_text()
+    assert 'scripts/ci-verify-health.sh "$PUBLIC_URL" "$before"' in undo
 
 
 def test_cd_deploys_the_tested_image_by_digest() -> None:
