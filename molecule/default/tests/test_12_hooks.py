@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import PREVIEW_TOKEN, VERSIONS, Prober, read_state, run_playbook, serving
+from conftest import PREVIEW_TOKEN, VERSIONS, Prober, other, read_state, run_playbook, serving
 
 from harness.ansible_plugins.vars import nsenter_hosts
 
@@ -120,6 +120,13 @@ def test_failing_or_hanging_pre_switch_hook_stops_the_release(host: Any) -> None
     assert "schema v9 needs a newer job store" in out_fail and "No traffic moved" in out_fail
     leaks = [line for line in out_fail.splitlines() if SECRET_MARKER in line]
     assert not leaks, "\n".join(leaks[:5])
+    # The new colour was stopped as it was, not recreated bare (no labels, no
+    # environment: the stop task once did that, and the leak check above passed
+    # for that wrong reason).
+    stopped = other(before[0])
+    label = '{{index .Config.Labels "org.archibald.version"}} {{.State.Status}}'
+    kept = host.check_output(f"docker inspect -f '{label}' archibald-backend-{stopped}")
+    assert kept == f"{version} exited", kept
     assert rc_hang != 0 and "The pre-switch hook of" in out_hang, out_hang[-3000:]
     assert serving() == before
     assert len(read_state(host)["history"]) == history, "the record changed"
