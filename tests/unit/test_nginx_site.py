@@ -130,6 +130,17 @@ def test_limits_answer_429_and_413_as_json_with_the_security_headers() -> None:
         assert "zone=archibald_monitoring" in location(conf, monitoring)
 
 
+@pytest.mark.parametrize(
+    ("include", "header"),
+    [(False, "max-age=31536000"), (True, "max-age=31536000; includeSubDomains")],
+)
+def test_hsts_names_the_subdomains_only_when_asked(include: bool, header: str) -> None:
+    conf = render(nginx_hsts_include_subdomains=include)
+    hsts = re.findall(r'add_header Strict-Transport-Security "([^"]*)" always;', conf)
+    # Every location that sets headers of its own repeats it, each the same.
+    assert len(hsts) > 1 and set(hsts) == {header}, hsts
+
+
 def test_exempt_networks_get_an_empty_key() -> None:
     conf = render(nginx_limit_exempt_networks=["172.18.0.1/32", "2001:db8::/32"])
     geo = re.search(r"geo \$archibald_limit_exempt \{(.*?)\}", conf, re.S)
