@@ -128,6 +128,12 @@ def test_limits_answer_429_and_413_as_json_with_the_security_headers() -> None:
     assert "limit_req zone=archibald_health burst=20 nodelay;" in location(conf, "= /health")
     for monitoring in ("/grafana/", "/prometheus/"):
         assert "zone=archibald_monitoring" in location(conf, monitoring)
+    # Every public location has a rate: the page and its files share a bucket,
+    # and their 429 is the same JSON answer (their error_page list is their own).
+    for page in ("/", *DEFAULTS["nginx_gzip_static_paths"]):
+        block = location(conf, page)
+        assert "limit_req zone=archibald_page burst=100 nodelay;" in block, page
+        assert "error_page 429 @archibald_limited;" in block, page
 
 
 @pytest.mark.parametrize(
@@ -139,6 +145,11 @@ def test_hsts_names_the_subdomains_only_when_asked(include: bool, header: str) -
     hsts = re.findall(r'add_header Strict-Transport-Security "([^"]*)" always;', conf)
     # Every location that sets headers of its own repeats it, each the same.
     assert len(hsts) > 1 and set(hsts) == {header}, hsts
+
+
+def test_the_http_redirect_names_the_site_not_the_requests_host() -> None:
+    conf = render(nginx_server_name="shop.example")
+    assert directive(conf, "return 301") == ["https://shop.example$request_uri"]
 
 
 def test_exempt_networks_get_an_empty_key() -> None:

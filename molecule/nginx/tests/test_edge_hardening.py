@@ -39,6 +39,7 @@ CA = f"/etc/ssl/archibald/{NAME}.crt"
 CURL = f"curl -sS --max-time 10 --resolve {NAME}:443:127.0.0.1 --cacert {CA}"
 # The role's defaults, which this scenario converges with.
 API_RATE, API_BURST, HEALTH_BURST = 10, 20, 20
+PAGE_RATE, PAGE_BURST = 20, 100
 MAX_BODY = 65536
 HEADER_TIMEOUT_S = 10
 # The normal client's p99 may rise this much during a flood. Beside other
@@ -282,7 +283,35 @@ def test_health_has_a_bucket_of_its_own(host: Host) -> None:
     assert api == 200
 
 
-def test_flood_gets_429_and_the_normal_client_does_not_notice(host: Host) -> None:
+def test_the_page_and_its_files_share_a_bucket_of_their_own(host: Host) -> None:
+    """Every public location has a rate: the page and its static files count together
+    (one page load), apart from /api/; their 429 is the same JSON answer."""
+    _wait_for_bucket()
+    ip = _ip(host)
+    statuses, limited = [], None
+    try:
+        with _connect(ip) as tls:
+            stream = tls.makefile("rb")
+            for i in range(PAGE_BURST + 20):
+                path = "/" if i % 2 else f"/static/app-{i}.js"
+                tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {NAME}\r\n\r\n".encode())
+                status, headers, body = _read_answer(stream)
+                statuses.append(status)
+                if status == 429 and limited is None:
+                    limited = (headers, body)
+        with _connect(ip) as tls:
+            tls.sendall(f"GET /api/after-pages HTTP/1.1\r\nHost: {NAME}\r\n\r\n".encode())
+            api = _read_answer(tls.makefile("rb"))[0]
+    finally:
+        # The tests after this one ask for the page: leave them a full bucket.
+        _wait_for_bucket(PAGE_BURST / PAGE_RATE + 1)
+    print(f"\n[page limit] {statuses.count(429)} of {len(statuses)} limited: {statuses}")
+    assert 429 not in statuses[:PAGE_BURST], statuses
+    assert limited is not None, f"no page or file request was limited: {statuses}"
+    headers, body = limited
+    assert headers["retry-after"] == "1" and json.loads(body)["retry_after_s"] == 1
+    assert api == 200
+
     """hey floods /api/ at 10x the rate from this machine; the normal client is 127.0.0.1.
 
     The p99 of 48 requests is their slowest but one, and a machine shared with

@@ -113,10 +113,12 @@ def test_configuration_files(host: Host) -> None:
     host.check_output("nginx -t -q")
 
 
-def test_http_redirects_to_https(host: Host) -> None:
+@pytest.mark.parametrize("asked", [NAME, "evil.example"])
+def test_http_redirects_to_https_on_the_configured_name(host: Host, asked: str) -> None:
+    """Any Host header, forged ones included, is sent to the site's own name."""
     out = host.check_output(
         "curl -sS -o /dev/null -w '%{http_code} %{redirect_url}' "
-        f"-H 'Host: {NAME}' 'http://127.0.0.1/api/x?a=1'"
+        f"-H 'Host: {asked}' 'http://127.0.0.1/api/x?a=1'"
     )
     assert out == f"301 https://{NAME}/api/x?a=1"
 
