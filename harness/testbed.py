@@ -69,6 +69,8 @@ APP_VARIANTS: dict[str, dict[str, str]] = {
     # Healthy long enough to pass the gate, then crashes every 40 s.
     "bad-crashloop": {"APP_FAULT_CRASH_AFTER_S": "40"},
 }
+# The example Node service's tag in the app's repository (node/example-service).
+NODE_VERSION = "node1"
 MIN_FREE_GB = 8
 # Bump when the way images are built changes in a way the hashes cannot see.
 RECIPE = "3"
@@ -572,7 +574,14 @@ def app_images() -> list[str]:
         run(["docker", "push", "-q", remote], capture=True)
         pushed.append(f"{PULL_REGISTRY}/{APP_REPOSITORY}:{version}")
     log("app images in the registry: " + ", ".join(v for v in APP_VARIANTS))
-    log(f"the example Node service: {node_example_image()}")
+    # The example Node service, released by the whole stack like any version
+    # (molecule/default/tests/test_16_node_service.py).
+    node = node_example_image()
+    remote = f"{PUSH_REGISTRY}/{APP_REPOSITORY}:{NODE_VERSION}"
+    run(["docker", "tag", node, remote])
+    run(["docker", "push", "-q", remote], capture=True)
+    pushed.append(f"{PULL_REGISTRY}/{APP_REPOSITORY}:{NODE_VERSION}")
+    log(f"the example Node service: {node}, in the registry as {NODE_VERSION}")
     return pushed
 
 
