@@ -51,6 +51,15 @@ options:
     description: Take over a lock that someone else holds and that has not expired.
     type: bool
     default: false
+  take_over_from:
+    description:
+      - Also take over a lock that has not expired when its owner contains this text; empty
+        never does.
+      - A CI run's clean-up passes its own run, for example V((CI run 42\)), because a cancelled
+        C(ansible-playbook) runs no C(always) section and leaves its lock held until the lease
+        ends.
+    type: str
+    default: ""
   report_held:
     description:
       - Do not wait for a lock that someone else holds; return at once, unchanged, with
@@ -107,8 +116,8 @@ token:
 lock:
   description:
     - Content of the lock file after the task (null when there is none); C(renewed_at) is its
-      last renewal, C(taken) how it was taken over (C(how) V(expired) or V(forced), C(from),
-      C(at)), if it was.
+      last renewal, C(taken) how it was taken over (C(how) V(expired), V(forced) or
+      V(own run), C(from), C(at)), if it was.
   returned: always
   type: dict
 held:
@@ -185,6 +194,7 @@ def run(
                     now(),
                     token,
                     params["force"],
+                    params.get("take_over_from") or "",
                 )
                 if not check_mode:
                     write_json_durably(path, lock, move)
@@ -222,6 +232,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "ttl": {"type": "int", "default": 300},
     "wait": {"type": "int", "default": 0},
     "force": {"type": "bool", "default": False},
+    "take_over_from": {"type": "str", "default": ""},
     "report_held": {"type": "bool", "default": False},
 }
 

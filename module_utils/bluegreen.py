@@ -562,14 +562,19 @@ def plan_acquire(
     now: datetime,
     token: str | None = None,
     force: bool = False,
+    take_over_from: str = "",
 ) -> tuple[str, dict[str, Any], Mapping[str, Any] | None]:
     """Decide how to take or refresh the lock: (action, new lock, lock taken over or None).
 
     Without ``token`` this takes a free or expired lock with a new token; a lock
-    taken over records how (``taken``: expired or forced, from whom), so that
-    the run that lost it is told. With ``token`` it refreshes the lock this run
-    holds (``renewed_at``), and raises LockLost when the lock is no longer this
-    run's: that run must stop before its next write.
+    taken over records how (``taken``: expired, forced or own run, from whom),
+    so that the run that lost it is told. ``take_over_from`` (a CI run's
+    clean-up: "(CI run 42)") also takes a live lock whose owner names that
+    run: a cancelled ansible-playbook runs no `always:` and leaves its lock
+    held, and the same run's rollback or abort starts after it has ended. With
+    ``token`` it refreshes the lock this run holds (``renewed_at``), and raises
+    LockLost when the lock is no longer this run's: that run must stop before
+    its next write.
     """
     expires = iso(now + timedelta(seconds=ttl))
     if token is not None:
@@ -586,9 +591,14 @@ def plan_acquire(
     if current is None:
         return "created", fresh, None
     expired = "unreadable" not in current and is_expired(current, now)
-    if force or expired:
+    own = (
+        bool(take_over_from)
+        and "unreadable" not in current
+        and take_over_from in str(current.get("owner") or "")
+    )
+    if force or expired or own:
         fresh["taken"] = {
-            "how": "expired" if expired else "forced",
+            "how": "expired" if expired else "forced" if force else "own run",
             "from": current.get("owner"),
             "token": current.get("token"),
             "expired_at": current.get("expires_at"),
@@ -635,6 +645,13 @@ def check_held(path: str, current: Mapping[str, Any] | None, token: str, now: da
                 f"this run's release lock {path} was taken over at {taken.get('at')} by a forced "
                 f"run (bluegreen_lock_force) of {current.get('owner')}, before it expired "
                 f"({taken.get('expired_at')}). {stopped}; the holder now decides what the host "
+                f"serves"
+            )
+        if taken.get("token") == token and taken.get("how") == "own run":
+            raise LockLost(
+                f"this run's release lock {path} was taken over at {taken.get('at')} by the "
+                f"clean-up of the same CI run ({current.get('owner')}), which runs after the run "
+                f"was cancelled or failed. {stopped}; the clean-up now decides what the host "
                 f"serves"
             )
         raise LockLost(

@@ -11,6 +11,12 @@
 # the job 5 minutes on). Writes rollback.log or abort.log for the job summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A cancel stops the job's playbook with SIGINT, and Ansible then runs no
+# `always:` section: the release lock stays held by this run until its lease
+# ends (bluegreen_lock_ttl_s, 5 min), past GitHub's window. The playbook has
+# ended by now (scripts/ci-playbook.sh waits for it), so this run's lock is
+# taken over; another run's is waited for as always.
+own_lock=(-e bluegreen_lock_take_over_own_ci_run=true)
 what="${1:?usage: ci-undo.sh rollback|abort <version before>}"
 before="${2:-}"
 : "${VERSION:?}" "${INVENTORY:?}" "${VAULT_PASSWORD_FILE:?}" "${PUBLIC_URL:?}"
@@ -18,12 +24,12 @@ before="${2:-}"
 case "$what" in
   rollback)
     echo "Traffic moved to $VERSION and the job failed: rolling back to ${before:-the other colour}."
-    ansible-playbook playbooks/rollback.yml -i "$INVENTORY" \
+    ansible-playbook playbooks/rollback.yml -i "$INVENTORY" "${own_lock[@]}" \
       --vault-password-file "$VAULT_PASSWORD_FILE" 2>&1 | tee rollback.log
     ;;
   abort)
     echo "The canary of $VERSION is still in progress after the failure: aborting it (${before:-the stable version} for all)."
-    ansible-playbook playbooks/abort.yml -i "$INVENTORY" \
+    ansible-playbook playbooks/abort.yml -i "$INVENTORY" "${own_lock[@]}" \
       -e "bluegreen_abort_reason='the CD job of $VERSION failed or was cancelled'" \
       --vault-password-file "$VAULT_PASSWORD_FILE" 2>&1 | tee abort.log
     ;;

@@ -253,6 +253,37 @@ def test_acquire_refuses_a_live_lock_naming_its_holder() -> None:
         core.plan_acquire("/l", {"unreadable": "not JSON"}, "run B", 300, NOW)
 
 
+CI_RUN = "github-actions (CI run 42) from runner-1, promote 20261207T120000Z-7"
+
+
+def test_a_cancelled_ci_runs_clean_up_takes_over_its_own_runs_lock() -> None:
+    """A cancel stops ansible-playbook with SIGINT, which runs no `always:` (the lock
+    stays held until its lease ends); the same CI run's rollback or abort, once the
+    playbook has ended, takes over that run's lock, and only that run's."""
+    held = lock(owner=CI_RUN)
+    action, new, gone = core.plan_acquire(
+        "/l",
+        held,
+        "github-actions (CI run 42) from runner-1, abort",
+        300,
+        NOW,
+        take_over_from="(CI run 42)",
+    )
+    assert action == "took_over" and gone == held
+    assert new["taken"]["how"] == "own run" and new["taken"]["from"] == CI_RUN
+    # Another run's lock, or a run whose number only begins the same, is waited for.
+    for other in ("(CI run 4)", "(CI run 421)", "(CI run 43)"):
+        with pytest.raises(core.LockError, match="held by github-actions"):
+            core.plan_acquire("/l", held, "cleanup", 300, NOW, take_over_from=other)
+    with pytest.raises(core.LockError, match="cannot be read"):
+        core.plan_acquire(
+            "/l", {"unreadable": "(CI run 42)"}, "cleanup", 300, NOW, take_over_from="(CI run 42)"
+        )
+    # The orphaned run, if anything of it still renews, is told who took its lock.
+    with pytest.raises(core.LockLost, match="clean-up of the same CI run"):
+        core.check_held("/l", new, "t1", NOW)
+
+
 def test_refresh_extends_only_the_holders_lease() -> None:
     action, new, _ = core.plan_acquire("/l", lock(), "", 300, NOW, token="t1")
     assert action == "refreshed" and new["token"] == "t1"

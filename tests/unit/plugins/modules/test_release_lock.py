@@ -24,6 +24,7 @@ def params(directory: Path, **extra: Any) -> dict[str, Any]:
         "ttl": 300,
         "wait": 0,
         "force": False,
+        "take_over_from": "",
         "report_held": False,
         **extra,
     }
@@ -56,6 +57,33 @@ def test_a_held_lock_is_waited_for_then_refused(tmp_path: Path) -> None:
     with pytest.raises(core.LockError, match="held by run B"):
         release_lock.run(params(tmp_path, wait=3), False, lambda: NOW, sleep=slept.append)
     assert slept == [1.0, 1.0, 1.0]
+
+
+def test_a_ci_runs_clean_up_takes_over_its_own_cancelled_runs_lock(tmp_path: Path) -> None:
+    """What scripts/ci-undo.sh does after a cancel: the run's own lock at once, with no wait."""
+    cancelled = take(tmp_path, owner="gha (CI run 7) from r, promote 1")
+    slept: list[float] = []
+    result = release_lock.run(
+        params(
+            tmp_path,
+            owner="gha (CI run 7) from r, abort 2",
+            take_over_from="(CI run 7)",
+            wait=120,
+            report_held=True,
+        ),
+        False,
+        lambda: NOW,
+        sleep=slept.append,
+    )
+    assert result["action"] == "took_over" and slept == []
+    assert result["took_over_from"] == cancelled["lock"]
+    assert on_disk(tmp_path)["taken"]["how"] == "own run"
+    # Another run's live lock is waited for, as always.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    take(theirs, owner="gha (CI run 8) from r, promote 3")
+    with pytest.raises(core.LockError, match=r"held by gha \(CI run 8\)"):
+        take(theirs, take_over_from="(CI run 7)")
 
 
 def test_a_held_lock_is_reported_at_once_without_waiting(tmp_path: Path) -> None:
