@@ -312,6 +312,8 @@ def test_the_page_and_its_files_share_a_bucket_of_their_own(host: Host) -> None:
     assert headers["retry-after"] == "1" and json.loads(body)["retry_after_s"] == 1
     assert api == 200
 
+
+def test_flood_gets_429_and_the_normal_client_does_not_notice(host: Host) -> None:
     """hey floods /api/ at 10x the rate from this machine; the normal client is 127.0.0.1.
 
     The p99 of 48 requests is their slowest but one, and a machine shared with
