@@ -17,6 +17,10 @@ way GitHub documents it:
   PATH, and the summary (``name=value`` and ``name<<DELIMITER`` forms);
 * a step's ``timeout-minutes`` stops it as a cancel does (SIGINT to its shell,
   SIGTERM after 7.5 s, the process group killed 2.5 s later) and fails it;
+* a cancel of the run (``Runner.cancel_in``: some seconds into a step) stops
+  that step the same way and ends it cancelled; the job's status turns to
+  cancelled, so only steps whose ``if:`` calls cancelled() or always() run
+  after it;
 * expressions: literals, ``a.b`` / ``a['b']`` lookups (case-insensitive, a
   missing one is null), ``! == != < <= > >= && ||`` with GitHub's value
   semantics (``||`` gives the first truthy operand, strings compare
@@ -374,6 +378,9 @@ class JobResult:
     steps: list[StepResult]
     summary: str
     outputs: dict[str, str] = field(default_factory=dict)
+    # After a cancel (Runner.cancel_in): the seconds from the cancel to the job's end,
+    # which GitHub allows 5 minutes before it kills the job.
+    after_cancel_s: float | None = None
 
     def step(self, step_id: str) -> StepResult:
         return next(s for s in self.steps if s.id == step_id)
@@ -409,6 +416,9 @@ class Runner:
     machine_env: dict[str, str] = field(default_factory=dict)
     # Called between steps: (step id just finished, result) - to inject a fault.
     after_step: Callable[[str, StepResult], None] | None = None
+    # (step id, seconds): the run is cancelled that long after that step started,
+    # as a person pressing Cancel does.
+    cancel_in: tuple[str, float] | None = None
     log: Callable[[str], None] = print
 
     def mask(self, text: str) -> str:
@@ -451,6 +461,7 @@ class Runner:
         summary: list[str] = []
         results: list[StepResult] = []
         status = "success"
+        cancelled_at: float | None = None
         for index, step in enumerate(job.get("steps", [])):
             step_id = step.get("id") or f"__{index}"
             name = step.get("name") or step.get("uses") or step.get("run", "").splitlines()[0]
@@ -472,6 +483,9 @@ class Runner:
             context["env"] = env
             self.log(f"gha: run   {name}")
             started = time.monotonic()
+            cancel_after = (
+                self.cancel_in[1] if self.cancel_in and self.cancel_in[0] == step_id else None
+            )
             if "uses" in step:
                 result = self._uses(step, step_id, name, context)
             else:
@@ -487,6 +501,7 @@ class Runner:
                     summary,
                     runner_ctx,
                     github,
+                    cancel_after,
                 )
             result.seconds = time.monotonic() - started
             results.append(result)
@@ -496,7 +511,9 @@ class Runner:
                 "outputs": result.outputs,
             }
             self.log(f"gha: {result.outcome:<7} {name} ({result.seconds:.1f} s)")
-            if (
+            if result.outcome == "cancelled":
+                status, cancelled_at = "cancelled", time.monotonic()
+            elif (
                 result.outcome == "failure"
                 and not step.get("continue-on-error")
                 and status == "success"
@@ -505,7 +522,8 @@ class Runner:
             if self.after_step is not None:
                 self.after_step(step_id, result)
         outputs = {k: render(v, context) for k, v in (job.get("outputs") or {}).items()}
-        return JobResult(status, results, "".join(summary), outputs)
+        after_cancel = None if cancelled_at is None else time.monotonic() - cancelled_at
+        return JobResult(status, results, "".join(summary), outputs, after_cancel)
 
     def _uses(
         self, step: dict[str, Any], step_id: str, name: str, context: dict[str, Any]
@@ -534,6 +552,7 @@ class Runner:
         summary: list[str],
         runner_ctx: dict[str, str],
         github: dict[str, Any],
+        cancel_after: float | None = None,
     ) -> StepResult:
         temp = Path(runner_ctx["temp"])
         files = {
@@ -581,11 +600,14 @@ class Runner:
             errors="replace",
             start_new_session=True,
         )
-        timed_out = threading.Event()
-        timer = None
+        timed_out, cancelled = threading.Event(), threading.Event()
+        timers = []
         if step.get("timeout-minutes") is not None:
             limit_s = float(render(step["timeout-minutes"], {"env": env})) * 60
-            timer = threading.Timer(limit_s, stop_step, (proc, timed_out))
+            timers.append(threading.Timer(limit_s, stop_step, (proc, timed_out)))
+        if cancel_after is not None:
+            timers.append(threading.Timer(cancel_after, stop_step, (proc, cancelled)))
+        for timer in timers:
             timer.daemon = True
             timer.start()
         assert proc.stdout is not None
@@ -594,8 +616,10 @@ class Runner:
                 self.log("    " + self.mask(line.rstrip("\n")))
             code = proc.wait()
         finally:
-            if timer is not None:
+            for timer in timers:
                 timer.cancel()
+        if cancelled.is_set():
+            self.log("    Error: The operation was canceled.")
         if timed_out.is_set():
             self.log(
                 f"    Error: The action '{name}' has timed out after {limit_s / 60:g} minutes."
@@ -607,7 +631,7 @@ class Runner:
         summary.append(files["GITHUB_STEP_SUMMARY"].read_text())
         if code != 0:
             self.log(f"    Error: Process completed with exit code {code}.")
-        outcome = "success" if code == 0 else "failure"
+        outcome = "cancelled" if cancelled.is_set() else "success" if code == 0 else "failure"
         return StepResult(step_id, name, outcome, outputs=outputs, code=code)
 
 

@@ -21,7 +21,11 @@ steps that ran (the first one's deploy.yml also provisions the host):
   observer's key only, and the key can run nothing but the observer;
   5. canary, verify fails: v2 with canary steps that pause, its containers frozen
                       right after the release step -> the job fails, the abort step
-                      ends the canary, v3 serves everyone again and v2 is marked bad.
+                      ends the canary, v3 serves everyone again and v2 is marked bad;
+  6. promotion, verify fails: the promote job's own rollback;
+  7. promotion cancelled: Cancel pressed while promote.yml runs a canary step ->
+                      the abort step takes the cancelled run's lock and ends the
+                      canary within GitHub's 5 minutes.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from harness import faults, gha
 ROOT = Path(__file__).resolve().parents[2]
 CD = ROOT / ".github" / "workflows" / "cd.yml"
 STATE = "/var/lib/archibald/archibald/state.json"
+LOCK = "/var/lib/archibald/archibald/release.lock"
 PROVISIONED = "/var/lib/archibald/provisioned.json"
 
 
@@ -132,6 +137,7 @@ def run_deploy_job(
     secrets: dict[str, str] | None = None,
     action: str = "deploy",
     canary_steps: list[dict[str, Any]] | None = None,
+    cancel_in: tuple[str, float] | None = None,
 ) -> gha.JobResult:
     keys = sandbox.WORK / "keys"
     home = sandbox.WORK / "home"
@@ -209,6 +215,7 @@ def run_deploy_job(
             sandbox.CANARY_ENV: json.dumps(canary_steps or []),
         },
         after_step=between_steps,
+        cancel_in=cancel_in,
         log=lambda line: print(line, file=log_file, flush=True),
     )
     started = time.monotonic()
@@ -457,5 +464,66 @@ def test_a_promotion_that_fails_its_verify_is_rolled_back(host: None, workspace:
     assert promoted.ran() == [*PROMOTE, "verify", "after", "rollback", "summary", "cleanup"]
     assert active_version() == before and host_state()["canary"] is None
     assert f"v1 reached everyone and then failed: rolled back to {before}, success." in (
+        promoted.summary
+    )
+
+
+# GitHub kills a cancelled job this long after the cancel.
+CANCEL_WINDOW_S = 300
+# Into the promote step: past the switch to its second canary step, inside its analysis.
+CANCEL_AFTER_S = 20
+
+
+def test_a_promotion_cancelled_between_its_steps_ends_the_canary(
+    host: None, workspace: Path
+) -> None:
+    """Issue 28: Cancel pressed while promote.yml runs a canary step. The runner's SIGINT
+    reaches ansible-playbook (scripts/ci-playbook.sh), which stops without running its
+    `always:` sections, so the release lock stays held by the cancelled run; the job's
+    abort step (scripts/ci-undo.sh, the same CI run) takes that lock over and sends
+    everyone back to the version before the canary, within GitHub's 5 minutes."""
+    if not active_version():  # run alone (-k cancelled): a version to go back to first
+        assert run_deploy_job(workspace, "a-version-before-the-canary", "v1").conclusion == (
+            "success"
+        )
+    before = active_version()
+    bad = host_state().get("bad_versions") or {}
+    version = next(v for v in ("v1", "v2", "v3") if v != before and v not in bad)
+    steps = [
+        {"weight": 20, "analysis_s": 3, "pause": True},
+        {"weight": 50, "analysis_s": 60},
+    ]
+    deployed = run_deploy_job(workspace, "canary-before-a-cancel", version, canary_steps=steps)
+    assert deployed.conclusion == "success" and deployed.outputs["paused"] == "true"
+    promoted = run_deploy_job(
+        workspace,
+        "promotion-cancelled",
+        version,
+        job="promote",
+        deploy_outputs=deployed.outputs,
+        canary_steps=steps,
+        cancel_in=("promote", CANCEL_AFTER_S),
+    )
+    assert promoted.conclusion == "cancelled", "the promote step ended before the cancel"
+    print(
+        f"cd-test promotion-cancelled: the steps after the cancel took "
+        f"{promoted.after_cancel_s or 0:.0f} s (GitHub kills the job at {CANCEL_WINDOW_S} s)"
+    )
+    assert promoted.step("promote").outcome == "cancelled"
+    assert promoted.step("after").outputs["canary_version"] == version
+    assert promoted.step("abort").outcome == "success", promoted.table()
+    assert promoted.ran() == [*PROMOTE, "after", "abort", "summary", "cleanup"]
+    assert promoted.after_cancel_s is not None and promoted.after_cancel_s < CANCEL_WINDOW_S
+    # Nothing of the cancelled playbook runs on: ci-playbook.sh waited for it.
+    left = subprocess.run(
+        ["pgrep", "-f", f"promote.yml -i {sandbox.INVENTORY}"], capture_output=True, text=True
+    ).stdout.split()
+    assert not left, f"ansible-playbook promote.yml still runs after the cancel: {left}"
+    state = host_state()
+    assert state["canary"] is None and active_version() == before
+    assert version in state["bad_versions"]
+    rc, lock = faults.docker_exec(sandbox.NAME)(["cat", LOCK])
+    assert rc != 0, f"the release lock is still held after the abort: {lock}"
+    assert f"The canary of {version} was left in progress by the failure: abort success." in (
         promoted.summary
     )

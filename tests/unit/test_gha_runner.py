@@ -195,3 +195,28 @@ def test_a_step_within_its_timeout_is_not_touched(tmp_path: Path) -> None:
     steps = [{"id": "quick", "timeout-minutes": 1, "run": "sleep 0.2; echo ok"}]
     result = _runner(_workflow(tmp_path, None, steps), tmp_path).run_job("j")
     assert result.conclusion == "success" and result.step("quick").code == 0
+
+
+def test_a_cancelled_run_stops_the_step_and_runs_only_cancelled_and_always_steps(
+    tmp_path: Path,
+) -> None:
+    """Cancel, as a person does in GitHub's UI while a step runs: that step is stopped as
+    GitHub stops it and ends cancelled, the job is cancelled, and after it only steps
+    whose `if:` calls cancelled() or always() run; the seconds they took are kept (GitHub
+    kills the job 5 minutes after the cancel)."""
+    steps: list[dict[str, Any]] = [
+        {"id": "promote", "run": "sleep 60"},
+        {"id": "verify", "run": "echo never"},
+        {"id": "after", "if": "failure() || cancelled()", "run": "echo undo"},
+        {"id": "failed_only", "if": "failure()", "run": "echo never"},
+        {"id": "cleanup", "if": "always()", "run": "echo clean"},
+    ]
+    runner = _runner(_workflow(tmp_path, {"run": {"shell": "bash"}}, steps), tmp_path)
+    runner.cancel_in = ("promote", 1.0)
+    started = time.monotonic()
+    result = runner.run_job("j")
+    assert time.monotonic() - started < 10
+    assert result.conclusion == "cancelled"
+    assert result.step("promote").outcome == "cancelled"
+    assert result.ran() == ["promote", "after", "cleanup"]
+    assert result.after_cancel_s is not None and 0 <= result.after_cancel_s < 5
