@@ -152,6 +152,20 @@ def test_the_http_redirect_names_the_site_not_the_requests_host() -> None:
     assert directive(conf, "return 301") == ["https://shop.example$request_uri"]
 
 
+def test_grafana_is_for_everyone_or_only_for_the_listed_networks() -> None:
+    open_to_all = location(render(nginx_grafana_enabled=True), "/grafana/")
+    assert "allow " not in open_to_all and "deny " not in open_to_all
+    listed = location(
+        render(
+            nginx_grafana_enabled=True,
+            nginx_grafana_allowed_networks=["203.0.113.0/24", "2001:db8::/48"],
+        ),
+        "/grafana/",
+    )
+    rules = re.findall(r"^\s*(allow|deny) ([^;]+);", listed, re.M)
+    assert rules == [("allow", "203.0.113.0/24"), ("allow", "2001:db8::/48"), ("deny", "all")]
+
+
 def test_exempt_networks_get_an_empty_key() -> None:
     conf = render(nginx_limit_exempt_networks=["172.18.0.1/32", "2001:db8::/32"])
     geo = re.search(r"geo \$archibald_limit_exempt \{(.*?)\}", conf, re.S)

@@ -108,3 +108,33 @@ def test_tasks_that_handle_secrets_are_no_log(role: Path) -> None:
     assert not offenders, "tasks that handle a secret without no_log: true:\n" + "\n".join(
         offenders
     )
+
+
+def _grafana_passwords() -> Iterator[tuple[str, str]]:
+    """(where, password) for every literal Grafana admin password the repository sets."""
+    for path in [
+        ROOT / "inventory" / "sandbox" / "group_vars" / "all" / "main.yml",
+        *sorted(ROOT.glob("molecule/*/molecule.yml")),
+        EXAMPLE,
+    ]:
+        for match in re.finditer(r"grafana_admin_password:\s*(\S+)", path.read_text()):
+            value = match.group(1).strip("\"'")
+            if "{{" not in value:
+                yield str(path.relative_to(ROOT)), value
+    vault = re.search(
+        r"vault_cdtest_grafana_admin_password: (\S+)", (ROOT / "tests/cd/sandbox.py").read_text()
+    )
+    assert vault, "tests/cd/sandbox.py no longer writes the sandbox's Grafana password"
+    yield "tests/cd/sandbox.py", vault.group(1).split("\\n")[0]
+
+
+def test_every_grafana_password_the_repository_sets_meets_the_roles_minimum() -> None:
+    """The role refuses a password under its minimum (the login is public at /grafana/):
+    the sandbox, the scenarios and the vault's example must pass their own preflight."""
+    least = yaml.safe_load((ROOT / "roles/grafana/vars/main.yml").read_text())[
+        "__grafana_admin_password_min"
+    ]
+    found = dict(_grafana_passwords())
+    assert "inventory/sandbox/group_vars/all/main.yml" in found, found
+    short = {where: value for where, value in found.items() if len(value) < least}
+    assert not short, f"shorter than {least} characters: {short}"

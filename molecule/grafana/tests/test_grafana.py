@@ -53,7 +53,9 @@ def test_grafana_ini_is_rendered_from_data(host) -> None:
     assert ini.get("server", "http_addr") == "127.0.0.1"
     assert ini.get("server", "http_port") == "3000"
     assert ini.get("server", "domain") == "archibald.test"
-    assert ini.get("security", "admin_password") == "molecule-admin-pw"
+    assert ini.get("security", "admin_password") == "molecule-grafana-admin-pw"
+    # Reached through nginx over HTTPS only: no session cookie over plain HTTP.
+    assert ini.get("security", "cookie_secure") == "true"
     assert ini.get("auth.anonymous", "enabled") == "false"
     assert ini.get("analytics", "reporting_enabled") == "false"
     assert ini.get("analytics", "check_for_updates") == "false"

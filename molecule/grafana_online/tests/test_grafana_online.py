@@ -19,7 +19,7 @@ from harness.wait import until
 
 SCENARIO = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", Path(__file__).parents[1]))
 DASHBOARDS = SCENARIO.parents[1] / "roles/grafana/files/dashboards"
-PASSWORD = "online-admin-pw"
+PASSWORD = "online-grafana-admin-pw"
 BASE = "https://127.0.0.1/grafana"
 
 

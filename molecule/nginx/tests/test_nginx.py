@@ -267,6 +267,14 @@ def test_grafana_location(host: Host) -> None:
     status, headers_out, _ = _get(host, "/grafana/")
     assert status == 200
     assert headers_out["x-frame-options"] == "DENY"
+    # Only the listed networks (loopback here) reach it: from the host's address on
+    # the test network, nginx answers 403 itself.
+    ip = host.check_output("hostname -I").split()[0]
+    refused = host.check_output(
+        f"curl -sS --max-time 10 -o /dev/null -w '%{{http_code}}' --resolve {NAME}:443:{ip} "
+        f"--cacert {CA} '{BASE}/grafana/'"
+    )
+    assert refused == "403", refused
 
 
 def test_prometheus_location_needs_basic_auth(host: Host) -> None:
