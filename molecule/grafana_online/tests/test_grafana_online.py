@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,13 @@ def test_grafana_runs_from_its_package_on_loopback(host) -> None:
     assert host.check_output("systemctl show grafana-server -p MemoryMax --value") == str(
         512 * 2**20
     )
+
+
+def test_unattended_upgrades_take_grafanas_updates_beside_debians_security(host) -> None:
+    dump = host.check_output("apt-config dump Unattended-Upgrade::Origins-Pattern")
+    patterns = re.findall(r'Origins-Pattern:: "(.*)";', dump)
+    assert "site=apt.grafana.com" in patterns, patterns
+    assert any("Debian-Security" in p for p in patterns), patterns
 
 
 def test_grafana_answers_through_nginx(host) -> None:
