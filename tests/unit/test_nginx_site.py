@@ -10,15 +10,19 @@ a second and catch a template or a default that drifts from what it promises.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import sys
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pytest
 import yaml
+from loopback_nginx import loopback_nginx
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "nginx"
@@ -172,7 +176,8 @@ def test_exempt_networks_get_an_empty_key() -> None:
     assert geo
     assert "172.18.0.1/32 1;" in geo.group(1) and "2001:db8::/32 1;" in geo.group(1)
     assert re.search(
-        r'map \$archibald_limit_exempt \$archibald_limit_key \{\s*0 \$binary_remote_addr;\s*1 "";',
+        r"map \$archibald_limit_exempt \$archibald_limit_key \{"
+        r'\s*0 \$archibald_limit_addr;\s*1 "";',
         conf,
     )
 
@@ -295,3 +300,67 @@ def test_every_variable_the_site_reads_from_the_upstream_file_is_defined_there(
         ),
     }[upstreams]()
     assert wanted <= defined_variables(text), sorted(wanted - defined_variables(text))
+
+
+# --- limits per IPv6 /64 ----------------------------------------------------------
+
+
+def _limit_addr_map() -> str:
+    """The site's map from the client's address to its limit key, reading the address
+    from an X-Addr header instead, so that a loopback nginx judges any address."""
+    found = re.search(
+        r"^map \$remote_addr \$archibald_limit_addr \{\n.*?^\}\n", render(), re.M | re.S
+    )
+    assert found, "the site has no map from the client's address to its limit key"
+    return found.group(0).replace("map $remote_addr ", "map $http_x_addr ", 1)
+
+
+@pytest.fixture(scope="module")
+def limit_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], bytes]]:
+    with loopback_nginx(
+        tmp_path_factory.mktemp("nginx"), _limit_addr_map(), 'return 200 "$archibald_limit_addr";'
+    ) as url:
+
+        def key(address: str) -> bytes:
+            request = urllib.request.Request(url, headers={"X-Addr": address})
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return bytes(answer.read())
+
+        yield key
+
+
+# How nginx writes an IPv6 client (inet_ntop, RFC 5952) -> its bucket: the /64.
+SIXTY_FOUR = {
+    "2001:db8:1:2::10": "2001:db8:1:2::/64",
+    "2001:db8:1:2:aaaa:bbbb:cccc:dddd": "2001:db8:1:2::/64",
+    "2001:db8:1:2::": "2001:db8:1:2::/64",
+    "2001:db8:1::5": "2001:db8:1:0::/64",
+    "2001:db8:1:0:1::": "2001:db8:1:0::/64",
+    "2001:db8::5": "2001:db8:0:0::/64",
+    "2001:db8::1:2:3:4": "2001:db8:0:0::/64",
+    "2001:db8:0:0:1::": "2001:db8:0:0::/64",
+    "2001::5": "2001:0:0:0::/64",
+    "2001::7:1:2:3:4": "2001:0:0:7::/64",
+    "2001:0:0:7::1": "2001:0:0:7::/64",
+    "::1": "0:0:0:0::/64",
+    "::7:1:2:3:4": "0:0:0:7::/64",
+    "::7:8:1:2:3:4": "0:0:7:8::/64",
+    "0:0:7:8::1": "0:0:7:8::/64",
+}
+
+
+@pytest.mark.parametrize(("address", "bucket"), SIXTY_FOUR.items(), ids=list(SIXTY_FOUR))
+def test_an_ipv6_client_is_limited_by_its_64(
+    limit_key: Callable[[str], bytes], address: str, bucket: str
+) -> None:
+    # The table is right: the address is in that /64 (ipaddress reads every spelling).
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(bucket)
+    assert limit_key(address).decode() == bucket
+
+
+@pytest.mark.parametrize("address", ["198.51.100.7", "::ffff:198.51.100.7"])
+def test_an_ipv4_client_is_limited_by_its_address(
+    limit_key: Callable[[str], bytes], address: str
+) -> None:
+    # The connection's own address in binary: the loopback client here.
+    assert limit_key(address) == bytes([127, 0, 0, 1])

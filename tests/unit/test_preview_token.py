@@ -14,10 +14,6 @@ the stand-in upstream gets no preview header; the whole stack
 from __future__ import annotations
 
 import re
-import shutil
-import socket
-import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +24,7 @@ import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import init_plugin_loader
 from ansible.template import Templar, trust_as_template
+from loopback_nginx import loopback_nginx
 from test_nginx_site import render as render_site
 from trusted_vars import trusted
 
@@ -146,33 +143,12 @@ def _site_cookie_map() -> str:
 def cookie_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real nginx on loopback with the site's own Cookie map, answering what it would
     send upstream: the map is judged by nginx's PCRE, not by a copy of it in Python."""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    prefix = tmp_path_factory.mktemp("nginx")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    (prefix / "nginx.conf").write_text(
-        f"daemon off;\npid {prefix}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n"
-        f"access_log off;\nclient_body_temp_path {prefix};\nproxy_temp_path {prefix};\n"
-        f"fastcgi_temp_path {prefix};\nuwsgi_temp_path {prefix};\nscgi_temp_path {prefix};\n"
-        f"{_site_cookie_map()}"
-        f"server {{\n listen 127.0.0.1:{port};\n"
-        ' location / { return 200 "[$archibald_cookie_upstream]"; }\n}\n}\n'
-    )
-    proc = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url, timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, "nginx did not start with the site's Cookie map"
-                time.sleep(0.05)
+    with loopback_nginx(
+        tmp_path_factory.mktemp("nginx"),
+        _site_cookie_map(),
+        'return 200 "[$archibald_cookie_upstream]";',
+    ) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.mark.parametrize(
