@@ -195,6 +195,12 @@ SUITES: dict[str, list[str]] = {
     "app-image": [*_PYTEST, "tests/cd/test_contract.py", "tests/cd/test_image_smoke.py"],
 }
 EXCLUSIVE = {STACK}
+# Suites that wait far more than they work (app-image: 95 % of its wall time in
+# CI23): they take no place among the role scenarios and start with the
+# lanes, which then start as soon as the last role scenario has started, not
+# when a place frees for them (app-image, the last of the queue, held the
+# lanes back by grafana's 114 s in CI23).
+WITH_LANES = {"app-image"}
 # Scenarios too heavy for `make test` on this 2-core machine, where every
 # scenario shares the two cores: name -> why. Each is a job of its own on
 # GitHub (ci.yml's matrix) and runs here when named alone.
@@ -498,8 +504,9 @@ def run_all(
     """Run `runs`, at most `jobs` at a time, in order. `first` (the stack's build)
     starts at once and takes one of the `jobs` places until it ends (started
     as a fifth beside four role scenarios, it made them a fifth slower and
-    cutover overran its budget). `then` (the whole stack's lanes) all start as
-    soon as every one of `runs` has started and every one of `first` has ended:
+    cutover overran its budget). `then` (the whole stack's lanes, and the suites
+    of WITH_LANES) all start as soon as every one of `runs` has started and
+    every one of `first` has ended:
     the lanes' load tests begin while the last, shortest role scenarios end
     (longest budget first), not beside their converges."""
     queue = list(runs)
@@ -611,6 +618,10 @@ def main(argv: list[str]) -> int:
         for n in sorted(names, key=lambda n: -runs[n].budget)
         if runs[n] not in alone and not runs[n].skipped
     ]
+    late = [run for run in shared if run.name in WITH_LANES] if at_once and alone else []
+    shared = [run for run in shared if run not in late]
+    for run in late:
+        run.beside = True
     build: list[Run] = []
     if at_once and len(alone) > 1:
         # The lanes start from one converge (harness/snapshot.py).
@@ -621,7 +632,7 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     if at_once:
         # Each whole-stack run on its own host, started with the last role runs.
-        run_all(shared, max(1, args.jobs), then=alone, first=build)
+        run_all(shared, max(1, args.jobs), then=[*alone, *late], first=build)
     else:  # more whole-stack runs than hosts: one after the other, afterwards
         run_all(shared, max(1, args.jobs))
         run_all(alone, 1)

@@ -323,6 +323,36 @@ def test_a_failed_run_is_explained_after_the_summary(tmp_path: Path) -> None:
     assert scenarios.failure_lines(scenarios.Run("y", 1, tmp_path / "none", why="w")) == ["w"]
 
 
+def test_a_waiting_suite_starts_with_the_lanes_and_takes_no_place_among_the_roles(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: dict[str, list[str]] = {}
+
+    def fake_run_all(
+        runs: list[scenarios.Run],
+        jobs: int,
+        then: list[scenarios.Run] | None = None,
+        first: list[scenarios.Run] | None = None,
+    ) -> None:
+        seen["runs"] = [r.name for r in runs]
+        seen["then"] = [r.name for r in then or []]
+        seen["beside"] = [r.name for r in then or [] if r.beside]
+        for run in [*runs, *(then or []), *(first or [])]:
+            run.ok = True
+
+    monkeypatch.setattr(scenarios, "run_all", fake_run_all)
+    monkeypatch.setattr(scenarios.snapshot, "STATE", tmp_path / "state.json")
+    (suite,) = scenarios.WITH_LANES
+    assert scenarios.main([scenarios.STACK, suite, "base"]) == 0
+    assert seen["runs"] == ["base"]
+    lanes = [f"{scenarios.STACK}:{'+'.join(lane)}" for lane in scenarios.STACK_LANES]
+    assert seen["then"] == [*lanes, suite]
+    assert suite in seen["beside"], "it knows it shares the machine"
+    # Without the lanes it is one of the pool's runs, as before.
+    assert scenarios.main([suite, "base"]) == 0
+    assert sorted(seen["runs"]) == sorted(["base", suite]) and seen["then"] == []
+
+
 def test_an_alone_only_scenario_is_skipped_beside_others_and_runs_alone(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
