@@ -358,7 +358,8 @@ def test_ssh_is_rate_limited_per_source(host, reset_ssh_limit) -> None:
 
 # Two network namespaces of the host joined by a veth pair (the test network has
 # no IPv6, and loopback is always let in): "srv" loads the host's own ruleset,
-# "cli" opens one SSH connection from each of its addresses.
+# "cli" opens one SSH connection from each of its addresses. Unique local
+# addresses (fd00::/8): converge.yml trusts 2001:db8::/32, which skips the meter.
 SSH_64_SCRIPT = """
 set -e
 trap 'ip netns del srv 2>/dev/null; ip netns del cli 2>/dev/null' EXIT
@@ -368,17 +369,17 @@ ip link add v0 netns srv type veth peer name v1 netns cli
 ip -n srv link set lo up
 ip -n srv link set v0 up
 ip -n cli link set v1 up
-ip -n srv -6 addr add 2001:db8:1:1::1/64 dev v0 nodad
-ip -n srv -6 route add 2001:db8:1::/48 dev v0
+ip -n srv -6 addr add fd00:1:2:1::1/64 dev v0 nodad
+ip -n srv -6 route add fd00:1:2::/48 dev v0
 for a in {sources}; do ip -n cli -6 addr add $a/64 dev v1 nodad; done
-ip -n cli -6 route add 2001:db8:1:1::/64 dev v1
+ip -n cli -6 route add fd00:1:2:1::/64 dev v1
 ip netns exec srv nft -f /etc/nftables.conf
 for a in {sources}; do
   ip netns exec cli python3 -c 'import socket, sys
 s = socket.socket(socket.AF_INET6)
 s.settimeout(3)
 s.bind((sys.argv[1], 0))
-s.connect_ex(("2001:db8:1:1::1", 22))' $a
+s.connect_ex(("fd00:1:2:1::1", 22))' $a
 done
 ip netns exec srv nft -j list set {table} ssh_ratelimit_v6
 """
@@ -387,7 +388,7 @@ ip netns exec srv nft -j list set {table} ssh_ratelimit_v6
 def test_ssh_is_limited_per_ipv6_64(host) -> None:
     """The SSH meter keys an IPv6 client by its /64: connections from two addresses of
     one /64 make one element, another /64 its own, with the host's own ruleset."""
-    sources = "2001:db8:1:2::10 2001:db8:1:2::11 2001:db8:1:3::10"
+    sources = "fd00:1:2:2::10 fd00:1:2:2::11 fd00:1:2:3::10"
     script = SSH_64_SCRIPT.format(sources=sources, table=TABLE)
     done = host.run(f"bash -c {shlex.quote(script)}")
     assert done.rc == 0, done.stderr
@@ -395,7 +396,7 @@ def test_ssh_is_limited_per_ipv6_64(host) -> None:
     (found,) = [item["set"] for item in listed if "set" in item]
     keys = sorted(e["elem"]["val"] if isinstance(e, dict) else e for e in found.get("elem", []))
     print(f"\n[ssh /64] three sources, meter elements: {keys}")
-    assert keys == ["2001:db8:1:2::", "2001:db8:1:3::"], keys
+    assert keys == ["fd00:1:2:2::", "fd00:1:2:3::"], keys
 
 
 SYSCTL_FILE = "/etc/sysctl.d/60-archibald-hardening.conf"
