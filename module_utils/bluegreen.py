@@ -633,21 +633,23 @@ def check_held(path: str, current: Mapping[str, Any] | None, token: str, now: da
         recorded = current.get("taken")
         taken: Mapping[str, Any] = recorded if isinstance(recorded, Mapping) else {}
         holder = describe_lock(path, current, now)
-        if taken.get("token") == token and taken.get("how") == "expired":
+        # How this run's own lock was taken over, if the record names it.
+        how = taken.get("how") if taken.get("token") == token else None
+        if how == "expired":
             raise LockLost(
                 f"this run's release lock {path} expired at {taken.get('expired_at')} and was "
                 f"taken over at {taken.get('at')} by {current.get('owner')} ({holder}). {stopped}; "
                 f"the holder now decides what the host serves. Raise bluegreen_lock_ttl_s if a "
                 f"step legitimately takes that long"
             )
-        if taken.get("token") == token and taken.get("how") == "forced":
+        if how == "forced":
             raise LockLost(
                 f"this run's release lock {path} was taken over at {taken.get('at')} by a forced "
                 f"run (bluegreen_lock_force) of {current.get('owner')}, before it expired "
                 f"({taken.get('expired_at')}). {stopped}; the holder now decides what the host "
                 f"serves"
             )
-        if taken.get("token") == token and taken.get("how") == "own run":
+        if how == "own run":
             raise LockLost(
                 f"this run's release lock {path} was taken over at {taken.get('at')} by the "
                 f"clean-up of the same CI run ({current.get('owner')}), which runs after the run "
