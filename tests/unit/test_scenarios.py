@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,38 @@ def server() -> Iterator[str]:
 
     with serving(Handler) as port:
         yield f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class Planned:
+    """What one call of scenarios.run_all was given: the pool's runs, the runs
+    started once the pool is under way (then), and those before it (first)."""
+
+    runs: list[scenarios.Run]
+    then: list[scenarios.Run]
+    first: list[scenarios.Run]
+
+
+@pytest.fixture
+def planned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Planned]:
+    """scenarios.run_all replaced by a recorder under which every run passes, and
+    the snapshot's state file in tmp_path: main() plans, nothing starts."""
+    calls: list[Planned] = []
+
+    def fake_run_all(
+        runs: list[scenarios.Run],
+        jobs: int,
+        then: list[scenarios.Run] | None = None,
+        first: list[scenarios.Run] | None = None,
+    ) -> None:
+        call = Planned(runs, then or [], first or [])
+        for run in [*call.runs, *call.then, *call.first]:
+            run.ok = True
+        calls.append(call)
+
+    monkeypatch.setattr(scenarios, "run_all", fake_run_all)
+    monkeypatch.setattr(scenarios.snapshot, "STATE", tmp_path / "state.json")
+    return calls
 
 
 def _online(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> scenarios.Run:
@@ -128,28 +161,14 @@ def test_the_github_estimate_counts_each_part_not_their_sum(
 
 
 def test_the_whole_stack_runs_as_its_lanes_each_on_a_host_of_its_own(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    planned: list[Planned], tmp_path: Path
 ) -> None:
-    started: list[scenarios.Run] = []
-    builds: list[scenarios.Run] = []
-
-    def fake_run_all(
-        runs: list[scenarios.Run],
-        jobs: int,
-        then: list[scenarios.Run] | None = None,
-        first: list[scenarios.Run] | None = None,
-    ) -> None:
-        assert not any(r.name.startswith(f"{scenarios.STACK}:") for r in runs)
-        assert then is not None and len(then) == len(scenarios.STACK_LANES), "lanes at once"
-        for run in [*runs, *then, *(first or [])]:
-            run.ok = True
-        started.extend(then)
-        builds.extend(first or [])
-
-    monkeypatch.setattr(scenarios, "run_all", fake_run_all)
-    monkeypatch.setattr(scenarios.snapshot, "STATE", tmp_path / "state.json")
     (tmp_path / "state.json").write_text('{"state": "failed"}')
     assert scenarios.main([scenarios.STACK]) == 0
+    (call,) = planned
+    assert not any(r.name.startswith(f"{scenarios.STACK}:") for r in call.runs)
+    assert len(call.then) == len(scenarios.STACK_LANES), "lanes at once"
+    started, builds = call.then, call.first
     assert not (tmp_path / "state.json").exists(), "an earlier run's snapshot state is reset"
     assert [r.name for r in builds] == [scenarios.STACK_BUILD], "one converge for every lane"
     assert all(r.from_snapshot for r in started)
@@ -324,57 +343,29 @@ def test_a_failed_run_is_explained_after_the_summary(tmp_path: Path) -> None:
 
 
 def test_a_waiting_suite_starts_with_the_lanes_and_takes_no_place_among_the_roles(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    planned: list[Planned],
 ) -> None:
-    seen: dict[str, list[str]] = {}
-
-    def fake_run_all(
-        runs: list[scenarios.Run],
-        jobs: int,
-        then: list[scenarios.Run] | None = None,
-        first: list[scenarios.Run] | None = None,
-    ) -> None:
-        seen["runs"] = [r.name for r in runs]
-        seen["then"] = [r.name for r in then or []]
-        seen["beside"] = [r.name for r in then or [] if r.beside]
-        for run in [*runs, *(then or []), *(first or [])]:
-            run.ok = True
-
-    monkeypatch.setattr(scenarios, "run_all", fake_run_all)
-    monkeypatch.setattr(scenarios.snapshot, "STATE", tmp_path / "state.json")
     (suite,) = scenarios.WITH_LANES
     assert scenarios.main([scenarios.STACK, suite, "base"]) == 0
-    assert seen["runs"] == ["base"]
+    call = planned[-1]
+    assert [r.name for r in call.runs] == ["base"]
     lanes = [f"{scenarios.STACK}:{'+'.join(lane)}" for lane in scenarios.STACK_LANES]
-    assert seen["then"] == [*lanes, suite]
-    assert suite in seen["beside"], "it knows it shares the machine"
+    assert [r.name for r in call.then] == [*lanes, suite]
+    assert suite in [r.name for r in call.then if r.beside], "it knows it shares the machine"
     # Without the lanes it is one of the pool's runs, as before.
     assert scenarios.main([suite, "base"]) == 0
-    assert sorted(seen["runs"]) == sorted(["base", suite]) and seen["then"] == []
+    call = planned[-1]
+    assert sorted(r.name for r in call.runs) == sorted(["base", suite]) and call.then == []
 
 
 def test_an_alone_only_scenario_is_skipped_beside_others_and_runs_alone(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    planned: list[Planned], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ran: list[str] = []
-
-    def fake_run_all(
-        runs: list[scenarios.Run],
-        jobs: int,
-        then: list[scenarios.Run] | None = None,
-        first: list[scenarios.Run] | None = None,
-    ) -> None:
-        for run in [*runs, *(then or [])]:
-            run.ok = True
-            ran.append(run.name)
-
-    monkeypatch.setattr(scenarios, "run_all", fake_run_all)
     name = next(iter(scenarios.ALONE_ONLY))
     assert scenarios.main(["base", name]) == 0
     out = capsys.readouterr().out
-    assert ran == ["base"]
+    assert [r.name for r in [*planned[-1].runs, *planned[-1].then]] == ["base"]
     assert f"SKIP  {name}" in out and f"make molecule SCENARIOS={name}" in out
     assert "molecule: 1 passed, 0 failed, 1 skipped" in out
-    ran.clear()
     assert scenarios.main([name]) == 0
-    assert ran == [name]
+    assert [r.name for r in [*planned[-1].runs, *planned[-1].then]] == [name]

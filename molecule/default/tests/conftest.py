@@ -240,8 +240,21 @@ def read_state(host: Any) -> dict[str, Any]:
     return json.loads(host.file(STATE).content_string)
 
 
-def edge(path: str = "/health", timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(EDGE + path, headers={"Host": "localhost"})
+def edge(
+    path: str = "/health", timeout: float = 5.0, body: dict[str, Any] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """One JSON request through nginx, a POST of `body` or else a GET: (status,
+    the JSON answer), whatever the status ({} for an error's body)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        EDGE + path,
+        data=data,
+        method="GET" if data is None else "POST",
+        headers={
+            "Host": "localhost",
+            **({} if data is None else {"Content-Type": "application/json"}),
+        },
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=TLS) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
@@ -318,20 +331,12 @@ class Prober(threading.Thread):
 
 
 def post_job(seconds: float = 0.3, kind: str = "sleep") -> tuple[int, str | None]:
-    body = json.dumps({"kind": kind, "params": {"seconds": seconds}}).encode()
-    request = urllib.request.Request(
-        EDGE + "/api/jobs",
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "Host": "localhost"},
-    )
+    """Submit a job through nginx: (status, its id), or (0, None) when no answer came."""
     try:
-        with urllib.request.urlopen(request, timeout=10, context=TLS) as resp:
-            return resp.status, json.loads(resp.read())["id"]
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
+        status, job = edge("/api/jobs", 10, {"kind": kind, "params": {"seconds": seconds}})
     except OSError:
         return 0, None
+    return status, job.get("id")
 
 
 # The one polling helper (harness/wait.py), by the name these tests use.

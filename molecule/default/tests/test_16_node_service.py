@@ -13,30 +13,12 @@ Prometheus scrapes the Node colour under the contract's metric names.
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
-from conftest import EDGE, TLS, Prober, other, run_playbook, serving, wait_for
+from conftest import Prober, edge, other, run_playbook, serving, wait_for
 
 from harness.testbed import NODE_VERSION
-
-
-def api(path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-    """One JSON request through nginx: a POST with `body`, else a GET."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        EDGE + path,
-        data=data,
-        method="POST" if data else "GET",
-        headers={"Content-Type": "application/json", "Host": "localhost"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10, context=TLS) as answer:
-            return answer.status, json.loads(answer.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        return exc.code, {}
 
 
 def scraped(host: Any, promql: str) -> list[dict[str, Any]]:
@@ -53,11 +35,11 @@ def test_a_node_service_is_released_blue_green_and_rolled_back(host: Any) -> Non
         rc, out, released_s = run_playbook("release.yml", "-e", f"app_version={NODE_VERSION}")
         assert rc == 0, out[-3000:]
         assert serving() == (node, NODE_VERSION)
-        status, job = api("/api/render", {"seconds": 1})
+        status, job = edge("/api/render", 10, {"seconds": 1})
         assert status == 202, (status, job)
         wait_for(
             "the Node backend's render job to finish",
-            lambda: api(f"/api/jobs/{job['id']}")[1].get("state") == "done",
+            lambda: edge(f"/api/jobs/{job['id']}", 10)[1].get("state") == "done",
             30,
             0.5,
         )
