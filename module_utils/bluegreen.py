@@ -46,6 +46,9 @@ NOT_TOUCHED = "traffic was not touched"
 COLOR_KEYS = ("version", "digest", "image_id", "config", "started_at", "spec")
 # The keys of a colour's `spec` (roles/bluegreen/vars/main.yml builds it).
 SPEC_KEYS = ("services", "env", "listen", "volume", "drain", "grace", "restart")
+# Keys a spec recorded before they were kept lacks: that colour starts again
+# without them (roles/bluegreen/vars/main.yml, _bluegreen_start_hardening).
+SPEC_LATER_KEYS = ("hardening",)
 EVENTS = (
     "switch",
     "rollback",
@@ -286,9 +289,10 @@ def check_spec(spec: Any, where: str) -> list[str]:
     if not isinstance(spec, dict):
         return [f"{where} is {spec!r}, expected an object or null"]
     problems = []
-    unknown = sorted(set(spec) - set(SPEC_KEYS))
+    known = (*SPEC_KEYS, *SPEC_LATER_KEYS)
+    unknown = sorted(set(spec) - set(known))
     if unknown:
-        problems.append(f"{where} has unknown keys {unknown}, expected {list(SPEC_KEYS)}")
+        problems.append(f"{where} has unknown keys {unknown}, expected {list(known)}")
     missing = sorted(set(SPEC_KEYS) - set(spec))
     if missing:
         problems.append(f"{where} lacks {missing}")

@@ -28,6 +28,7 @@ def test_daemon_json_is_rendered_from_data(host) -> None:
     assert daemon.mode == 0o644
     config = json.loads(daemon.content_string)
     assert config["live-restore"] is True
+    assert config["no-new-privileges"] is True
     assert config["log-driver"] == "json-file"
     assert config["log-opts"] == {"max-size": "10m", "max-file": "5"}
     assert "registry:5000" in config["insecure-registries"]
@@ -75,3 +76,10 @@ def test_container_from_local_registry_answers(host, probe: str) -> None:
     fmt = "'{{json .HostConfig.LogConfig}}'"
     log_config = _docker_json(host, f"inspect --format {fmt} {probe}")
     assert log_config == {"Type": "json-file", "Config": {"max-file": "5", "max-size": "10m"}}
+
+
+def test_a_container_gains_no_privileges_by_default(host, probe: str) -> None:
+    """daemon.json's no-new-privileges: a process in a container started with no
+    option of its own runs with no_new_privs, so a setuid file gives it nothing."""
+    status = host.check_output(f"docker exec {probe} grep NoNewPrivs /proc/1/status")
+    assert status.split() == ["NoNewPrivs:", "1"], status

@@ -75,6 +75,10 @@ token, header = env['ARCHIBALD_PREVIEW_TOKEN'], env['ARCHIBALD_PREVIEW_HEADER']
 print('the preview serves', version(**{header: token}))
 print('the upper-cased token header gets', version(**{header: token.upper()}))
 print('the upper-cased token cookie gets', version(Cookie='archibald_preview=' + token.upper()))
+status = dict(line.split(':\t', 1) for line in open('/proc/self/status') if ':\t' in line)
+print('least privilege: uid', os.getuid(), 'no_new_privs', status['NoNewPrivs'].strip(),
+      'capabilities', status['CapEff'].strip(), 'root writable', os.access('/', os.W_OK),
+      'tmp writable', os.access('/tmp', os.W_OK))
 """
     with Prober() as prober:
         rc, out, seconds = release(
@@ -91,6 +95,12 @@ print('the upper-cased token cookie gets', version(Cookie='archibald_preview=' +
     assert f"the preview serves {version}" in journal, journal
     assert f"the upper-cased token header gets {before}" in journal, journal
     assert f"the upper-cased token cookie gets {before}" in journal, journal
+    # The hook runs as the colours do (bluegreen_read_only, ...): as the image's
+    # user, with no capability, no privilege to gain and a read-only root.
+    assert (
+        "least privilege: uid 10001 no_new_privs 1 capabilities 0000000000000000 "
+        "root writable False tmp writable True"
+    ) in journal, journal
     assert PREVIEW_TOKEN not in out, "the preview token is in the run's output"
     # The hook's container is gone (cleanup), the colours are untouched by it.
     assert host.run("docker inspect archibald-hook-pre-switch").rc != 0

@@ -135,3 +135,48 @@ def test_no_secret_reaches_the_playbook_output() -> None:
     for task in ("nginx : Add the Prometheus UI users", "grafana : Render grafana.ini from data"):
         section = out.split(f"TASK [{task}]", 1)[-1].split("TASK [", 1)[0]
         assert f"TASK [{task}]" in out and "changed:" in section, f"{task}:\n{section[:500]}"
+
+
+# The bluegreen role's defaults (bluegreen_memory, bluegreen_pids_limit, ...),
+# which the scenario does not override.
+APP_MEMORY, APP_PIDS, APP_USER = 512 * 1024**2, 256, "10001"
+
+
+def test_the_app_containers_run_with_least_privilege(host: Any) -> None:
+    """Every running colour's container: every capability dropped and none to
+    gain, the image's own user, a read-only root with a writable /tmp, and the
+    memory (swap included) and process limits; seen by docker inspect and by a
+    process inside it."""
+    names = host.check_output(
+        "docker ps --filter label=org.archibald.app=archibald "
+        "--filter label=org.archibald.color --format '{{.Names}}'"
+    ).split()
+    assert names, "no colour's container runs"
+    for name in names:
+        config = json.loads(host.check_output(f"docker inspect {name}"))[0]["HostConfig"]
+        seen = {
+            "CapDrop": config["CapDrop"],
+            "SecurityOpt": config["SecurityOpt"],
+            "ReadonlyRootfs": config["ReadonlyRootfs"],
+            "Tmpfs": sorted(config["Tmpfs"] or {}),
+            "Memory": config["Memory"],
+            "MemorySwap": config["MemorySwap"],
+            "PidsLimit": config["PidsLimit"],
+        }
+        assert seen == {
+            "CapDrop": ["ALL"],
+            "SecurityOpt": ["no-new-privileges"],
+            "ReadonlyRootfs": True,
+            "Tmpfs": ["/tmp"],
+            "Memory": APP_MEMORY,
+            "MemorySwap": APP_MEMORY,
+            "PidsLimit": APP_PIDS,
+        }, f"{name}: {seen}"
+        out = host.check_output(f"docker exec {name} cat /proc/1/status")
+        status = dict(line.split(":\t", 1) for line in out.splitlines() if ":\t" in line)
+        inside = (status["Uid"].split()[0], status["NoNewPrivs"], status["CapEff"])
+        assert inside == (APP_USER, "1", "0000000000000000"), f"{name}: {inside}"
+        root = host.run(f"docker exec {name} sh -c ': > /probe'")
+        assert root.rc != 0 and "Read-only file system" in root.stderr, (name, root.stderr)
+        host.check_output(f"docker exec {name} sh -c ': > /tmp/probe && rm /tmp/probe'")
+    print(f"\n[least privilege] {len(names)} containers: {' '.join(sorted(names))}")

@@ -121,6 +121,28 @@ def test_invalid_records_are_refused(text: str, message: str) -> None:
         core.load_state(text, "/s", "archibald", COLORS)
 
 
+def test_a_spec_with_or_without_its_later_keys_is_kept() -> None:
+    """hardening came after the first specs: a record with it keeps it, and one
+    from before it still loads (that colour starts again as it ran)."""
+    hardened = {**SPEC, "hardening": {"read_only": True, "memory": "512m", "cap_add": []}}
+    for spec in (SPEC, hardened):
+        after, _ = core.apply_action(
+            state(),
+            {
+                "colors": COLORS,
+                "action": "switch",
+                "color": "green",
+                "record": {"version": "v2", "spec": spec},
+            },
+            NOW,
+        )
+        text = core.render_state(after)
+        assert core.load_state(text, "/s", "archibald", COLORS)["colors"]["green"]["spec"] == spec
+    assert core.check_spec({**SPEC, "hardenin": {}}, "s") == [
+        f"s has unknown keys ['hardenin'], expected {[*core.SPEC_KEYS, *core.SPEC_LATER_KEYS]}"
+    ]
+
+
 def test_switch_records_what_runs_and_appends_history() -> None:
     record = {"version": "v2", "digest": "sha256:v2", "image_id": "img-v2", "config": "c1"}
     params = {"action": "switch", "color": "green", "record": record, "by": "ci", "colors": COLORS}
