@@ -3,9 +3,10 @@
 Errors: 400 for a malformed request (body not JSON, see `bodies`; bad path or
 query parameter), 415 for a body that is not JSON by its headers, 422 for a
 well-formed body with an invalid field, 413 for a body over
-APP_MAX_BODY_BYTES, 503 with Retry-After for submissions while draining,
-507 with Retry-After when the job database's disk is full (the job was not
-accepted; nothing accepted before is touched).
+APP_MAX_BODY_BYTES, 429 with Retry-After when APP_MAX_QUEUED_JOBS jobs wait
+already (a client's back-off, not a server fault), 503 with Retry-After for
+submissions while draining, 507 with Retry-After when the job database's disk
+is full (the job was not accepted; nothing accepted before is touched).
 Every error names the bad field in `field`.
 
 Idempotent submission (`idempotency`, IETF draft-ietf-httpapi-idempotency-key-header):
@@ -24,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from . import bodies, idempotency, jobs
-from .queue import STATUSES, AsyncJobQueue, IdempotencyKey, StorageFull, Submitted
+from .queue import STATUSES, AsyncJobQueue, IdempotencyKey, QueueFull, StorageFull, Submitted
 from .runner import JobRunner
 from .service import STATE, ServiceState, error
 from .service import make_app as make_base_app
@@ -54,6 +55,16 @@ async def submit_job(request: web.Request) -> web.Response:
         return error(422, f"{exc.field} {exc.message}", field=exc.field)
     try:
         done = await _store(request, kind, params, key)
+    except QueueFull as exc:
+        state.log.event("submit_rejected", level="warning", reason="queue_full", error=str(exc))
+        return error(
+            429,
+            f"the job queue is full ({exc.max_queued} jobs wait to run): this job was not "
+            f"accepted; retry after {RETRY_AFTER_S} s",
+            field=None,
+            headers=retry,
+            retry_after_s=RETRY_AFTER_S,
+        )
     except StorageFull as exc:
         state.log.event("submit_rejected", level="error", reason="storage_full", error=str(exc))
         return error(

@@ -51,6 +51,7 @@ class Config:
     metrics_enabled: bool = True
     idempotency_ttl_s: float = 86400.0
     job_retention_s: float = 604800.0
+    max_queued_jobs: int = 50000
     retention_interval_s: float = 60.0
     backend_url: str = ""
     fault_api_error_ratio: float = 0.0
@@ -203,6 +204,12 @@ def _from_env(env: Mapping[str, str], check_db: bool) -> Config:
             "APP_JOB_RETENTION_S",
             d.job_retention_s,
             _float("APP_JOB_RETENTION_S", 0, 31536000),
+        ),
+        max_queued_jobs=_get(
+            env,
+            "APP_MAX_QUEUED_JOBS",
+            d.max_queued_jobs,
+            _int("APP_MAX_QUEUED_JOBS", 0, 100000000),
         ),
         retention_interval_s=_get(
             env,

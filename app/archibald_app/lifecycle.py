@@ -58,7 +58,9 @@ async def serve(cfg: Config, service: str) -> int:
     runner: JobRunner | None = None
     retention: Retention | None = None
     if service == "backend":
-        queue = AsyncJobQueue(JobQueue(cfg.db_path, on_query=metrics.count_query))
+        queue = AsyncJobQueue(
+            JobQueue(cfg.db_path, on_query=metrics.count_query, max_queued=cfg.max_queued_jobs)
+        )
         if queue.sync.migrated_from is not None:
             log.event(
                 "schema_migrated",

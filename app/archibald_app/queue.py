@@ -173,6 +173,14 @@ class StorageFull(Exception):
     """The job database could not be written: its disk (or its size limit) is full."""
 
 
+class QueueFull(Exception):
+    """The queue holds max_queued jobs waiting already: this one was not stored."""
+
+    def __init__(self, max_queued: int) -> None:
+        super().__init__(f"{max_queued} jobs are queued already, the most the queue holds")
+        self.max_queued = max_queued
+
+
 def is_storage_full(exc: BaseException) -> bool:
     """True for SQLite's SQLITE_FULL ("database or disk is full")."""
     return isinstance(exc, sqlite3.OperationalError) and (
@@ -190,8 +198,12 @@ class JobQueue:
         *,
         on_query: Callable[[str], None] | None = None,
         busy_timeout_s: float = 15.0,
+        max_queued: int = 0,
     ) -> None:
         self.path = path
+        # The most jobs waiting to run (0: no bound): a submission past it is
+        # refused with QueueFull, inside the transaction that would insert it.
+        self.max_queued = max_queued
         self._on_query = on_query
         self._db = sqlite3.connect(
             path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
@@ -250,7 +262,8 @@ class JobQueue:
     # --- writes -------------------------------------------------------------------
 
     def submit(self, kind: str, params: dict[str, Any]) -> int:
-        """Queue a job; return its id. Raises StorageFull when the disk is full."""
+        """Queue a job; return its id. Raises StorageFull when the disk is full,
+        QueueFull when max_queued jobs wait already."""
         with _storage_full_is_raised(), self._write("insert"):
             return self._insert(kind, params, None, time.time())
 
@@ -258,7 +271,8 @@ class JobQueue:
         """Queue a job under a client's Idempotency-Key, unless the key already names one.
 
         One transaction: clear expired keys, look the key up, insert if it is
-        free. Raises StorageFull when the disk is full.
+        free. Raises StorageFull when the disk is full, QueueFull when a new job
+        would pass max_queued (a replay is answered all the same).
         """
         now = time.time()
         with _storage_full_is_raised(), self._write("insert"):
@@ -279,6 +293,17 @@ class JobQueue:
     def _insert(
         self, kind: str, params: dict[str, Any], key: IdempotencyKey | None, now: float
     ) -> int:
+        # The index on status bounds this to max_queued rows, the check and the
+        # insert are one transaction (BEGIN IMMEDIATE): no two submissions pass it
+        # together.
+        if (
+            self.max_queued
+            and self._db.execute(
+                "SELECT 1 FROM jobs WHERE status = 'queued' LIMIT 1 OFFSET ?",
+                (self.max_queued - 1,),
+            ).fetchone()
+        ):
+            raise QueueFull(self.max_queued)
         row = self._db.execute(
             "INSERT INTO jobs (kind, params, created_at, idempotency_key, idempotency_hash,"
             " idempotency_expires_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",

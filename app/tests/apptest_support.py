@@ -50,7 +50,9 @@ async def in_process_backend(
         log = EventLog(stream=devnull)
         metrics = Metrics(service="backend", color=cfg.color, version=cfg.version)
         state = ServiceState(cfg=cfg, service="backend", metrics=metrics, log=log, instance="t")
-        queue = AsyncJobQueue(JobQueue(cfg.db_path, on_query=metrics.count_query))
+        queue = AsyncJobQueue(
+            JobQueue(cfg.db_path, on_query=metrics.count_query, max_queued=cfg.max_queued_jobs)
+        )
         runner = JobRunner(cfg, queue, metrics, log, "t")
         try:
             app = api.make_app(state, queue, runner)

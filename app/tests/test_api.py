@@ -269,6 +269,31 @@ def test_every_answer_carries_colour_and_version(tmp_path: Path) -> None:
     run_backend(tmp_path, scenario)
 
 
+def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
+    """APP_MAX_QUEUED_JOBS jobs wait (the runner is not started here): the next
+    submission gets 429 with Retry-After, a client's back-off and not a server
+    fault; a replay of an accepted Idempotency-Key still answers 202."""
+
+    async def scenario(client: TestClient, state: ServiceState) -> None:
+        body = {"kind": "sleep", "params": {"seconds": 1}}
+        keyed = {"Idempotency-Key": '"first-of-three-jobs"'}
+        statuses = [(await client.post("/api/jobs", json=body, headers=keyed)).status]
+        statuses += [(await client.post("/api/jobs", json=body)).status for _ in range(2)]
+        refused = await client.post("/api/jobs", json=body)
+        assert statuses == [202, 202, 202]
+        assert refused.status == 429
+        assert refused.headers["Retry-After"] == "5"
+        answer = await refused.json()
+        assert answer["retry_after_s"] == 5 and answer["field"] is None
+        assert "job queue is full (3 jobs wait to run)" in answer["error"]
+        replay = await client.post("/api/jobs", json=body, headers=keyed)
+        assert (replay.status, replay.headers["Idempotent-Replayed"]) == (202, "true")
+        listed = await (await client.get("/api/jobs?status=queued")).json()
+        assert len(listed["jobs"]) == 3, "the refused submission stored nothing"
+
+    run_backend(tmp_path, scenario, max_queued_jobs=3)
+
+
 def test_health_and_draining(tmp_path: Path) -> None:
     async def scenario(client: TestClient, state: ServiceState) -> None:
         r = await client.get("/health")

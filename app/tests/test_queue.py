@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from archibald_app.queue import JobQueue
+from archibald_app.queue import IdempotencyKey, JobQueue, QueueFull, Submitted
 
 
 @pytest.fixture
@@ -100,6 +100,25 @@ def test_renew_leases_keeps_jobs(db: str) -> None:
     assert q.renew_leases("a", lease_s=30) == 1
     time.sleep(0.3)
     assert q.claim("b", lease_s=30, max_attempts=3) is None
+
+
+def test_a_full_queue_refuses_new_jobs_and_answers_replays(db: str) -> None:
+    """max_queued jobs waiting: a new one is refused (QueueFull) and nothing is
+    stored; a replay of a stored key is answered; a claimed job makes room."""
+    q = JobQueue(db, max_queued=2)
+    key = IdempotencyKey("k-1", "fp", 60)
+    first = q.submit_once("sleep", {"seconds": 1}, key)
+    q.submit("sleep", {"seconds": 1})
+    with pytest.raises(QueueFull, match="2 jobs are queued already"):
+        q.submit("sleep", {"seconds": 1})
+    with pytest.raises(QueueFull):
+        q.submit_once("sleep", {"seconds": 1}, IdempotencyKey("k-2", "fp", 60))
+    assert q.submit_once("sleep", {"seconds": 1}, key) == Submitted(first.job_id, "replayed")
+    assert q.count_by_status()["queued"] == 2
+    assert q.claim("a", lease_s=30, max_attempts=3) is not None  # running: not waiting
+    q.submit("sleep", {"seconds": 1})
+    assert q.count_by_status() == {**q.count_by_status(), "queued": 2, "running": 1}
+    assert JobQueue(db).submit("sleep", {}) > 0, "0 is no bound"
 
 
 def test_list_pages_newest_first(db: str) -> None:
