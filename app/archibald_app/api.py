@@ -35,6 +35,7 @@ RUNNER = web.AppKey("runner", JobRunner)
 
 RETRY_AFTER_S = 5
 MAX_PAGE = 500
+MAX_JOB_ID = 10**18 - 1  # ids are at most 18 digits (get_job's check)
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -126,30 +127,33 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
     raw = _query_one(request, name)
     if raw is None:
         return default
-    # ASCII digits only (str.isdigit() takes "٣" too), and few enough for int().
-    if not _DIGITS.fullmatch(raw) or len(raw) > 15 or not low <= int(raw) <= high:
+    # ASCII digits only (str.isdigit() takes "٣" too), and few enough for int()
+    # (18: a job id's most).
+    if not _DIGITS.fullmatch(raw) or len(raw) > 18 or not low <= int(raw) <= high:
         raise jobs.ValidationError(name, f"must be an integer from {low} to {high}")
     return int(raw)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
+    """A page of jobs, newest first; the next page is `?before=<next_before>`."""
     try:
         status = _query_one(request, "status")
         if status is not None and status not in STATUSES:
             raise jobs.ValidationError("status", f"must be one of {', '.join(STATUSES)}")
+        if _query_one(request, "offset") is not None:
+            raise jobs.ValidationError(
+                "offset", "is not taken: ask for the next page with before=<next_before>"
+            )
         limit = _query_int(request, "limit", 50, 1, MAX_PAGE)
-        offset = _query_int(request, "offset", 0, 0, 10**12)
+        before = _query_int(request, "before", 0, 1, MAX_JOB_ID) or None
     except jobs.ValidationError as exc:
         return error(400, f"{exc.field} {exc.message}", field=exc.field)
-    page, total = await request.app[QUEUE].list(status, limit, offset)
-    next_offset = offset + len(page) if offset + len(page) < total else None
+    page, more = await request.app[QUEUE].list(status, limit, before)
     return web.json_response(
         {
             "jobs": [job.to_dict() for job in page],
-            "total": total,
             "limit": limit,
-            "offset": offset,
-            "next_offset": next_offset,
+            "next_before": page[-1].id if more else None,
         }
     )
 

@@ -434,16 +434,20 @@ class JobQueue:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Job.from_row(row) if row is not None else None
 
-    def list(self, status: str | None, limit: int, offset: int) -> tuple[list[Job], int]:
-        """A page of jobs, newest first, and the total matching count."""
+    def list(self, status: str | None, limit: int, before: int | None) -> tuple[list[Job], bool]:
+        """A page of jobs, newest first: the `limit` newest with an id below `before`
+        (all, without it), and whether older ones follow. Keyset, not OFFSET: one
+        index range (the primary key, or (status, id)) whatever page is asked, and no
+        COUNT over the table."""
         self._count("list")
-        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+        where: list[tuple[str, str | int]] = [("status = ?", status)] if status else []
+        where += [("id < ?", before)] if before is not None else []
+        clause = ("WHERE " + " AND ".join(w for w, _ in where)) if where else ""
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT ? OFFSET ?",
-            (*args, limit, offset),
+            f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY id DESC LIMIT ?",
+            (*(arg for _, arg in where), limit + 1),
         ).fetchall()
-        total = self._db.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0]
-        return [Job.from_row(r) for r in rows], int(total)
+        return [Job.from_row(r) for r in rows[:limit]], len(rows) > limit
 
     def count_by_status(self) -> dict[str, int]:
         self._count("count")
@@ -517,8 +521,10 @@ class AsyncJobQueue:
     async def get(self, job_id: int) -> Job | None:
         return await self._call(self.sync.get, job_id)
 
-    async def list(self, status: str | None, limit: int, offset: int) -> tuple[list[Job], int]:
-        return await self._call(self.sync.list, status, limit, offset)
+    async def list(
+        self, status: str | None, limit: int, before: int | None
+    ) -> tuple[list[Job], bool]:
+        return await self._call(self.sync.list, status, limit, before)
 
     async def count_by_status(self) -> dict[str, int]:
         return await self._call(self.sync.count_by_status)

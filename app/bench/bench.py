@@ -101,7 +101,7 @@ def wait_backlog(base: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with urllib.request.urlopen(base + "/api/jobs?status=queued&limit=1", timeout=5) as r:
-            if json.loads(r.read())["total"] == 0:
+            if not json.loads(r.read())["jobs"]:
                 return
         time.sleep(0.2)
 

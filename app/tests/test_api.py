@@ -196,7 +196,10 @@ def test_body_over_limit_is_413(tmp_path: Path) -> None:
         ("?status=bogus", 400, "status"),
         ("?limit=0", 400, "limit"),
         ("?limit=501", 400, "limit"),
-        ("?offset=-1", 400, "offset"),
+        ("?offset=2", 400, "offset"),
+        ("?before=0", 400, "before"),
+        ("?before=-1", 400, "before"),
+        ("?before=" + "9" * 19, 400, "before"),
         ("?limit=x", 400, "limit"),
         ("?limit=abc", 400, "limit"),
         ("?limit=-1", 400, "limit"),
@@ -205,7 +208,9 @@ def test_body_over_limit_is_413(tmp_path: Path) -> None:
         ("?limit=%D9%A3", 400, "limit"),  # an Arabic-Indic 3: isdigit() but not ASCII
         ("?limit=1&limit=2", 400, "limit"),
         ("?limit=%00", 400, "limit"),
-        ("?offset=" + "9" * 5000, 400, "offset"),
+        ("?before=" + "9" * 5000, 400, "before"),
+        ("?before=1&before=2", 400, "before"),
+        ("?before=" + "9" * 18, 200, None),
         ("?status=done&status=failed", 400, "status"),
         ("?status=%FF", 400, "status"),
         ("?limit=", 200, None),
@@ -235,15 +240,21 @@ def test_bad_job_ids_are_400(tmp_path: Path, job_id: str) -> None:
 
 
 def test_list_pages(tmp_path: Path) -> None:
+    """Keyset pages, newest first: each page's next_before asks for the next one,
+    the last page has none, and a job submitted meanwhile does not shift them."""
+
     async def scenario(client: TestClient, state: ServiceState) -> None:
         for _ in range(5):
             await client.post("/api/jobs", json={"kind": "sleep", "params": {"seconds": 0}})
-        r = await client.get("/api/jobs?status=queued&limit=2&offset=2")
-        page = await r.json()
-        assert [j["id"] for j in page["jobs"]] == [3, 2]
-        assert (page["total"], page["next_offset"]) == (5, 4)
-        r = await client.get("/api/jobs?limit=2&offset=4")
-        assert (await r.json())["next_offset"] is None
+        page = await (await client.get("/api/jobs?status=queued&limit=2")).json()
+        assert ([j["id"] for j in page["jobs"]], page["next_before"]) == ([5, 4], 4)
+        await client.post("/api/jobs", json={"kind": "sleep", "params": {"seconds": 0}})
+        page = await (await client.get("/api/jobs?status=queued&limit=2&before=4")).json()
+        assert ([j["id"] for j in page["jobs"]], page["next_before"]) == ([3, 2], 2)
+        page = await (await client.get("/api/jobs?limit=2&before=2")).json()
+        assert ([j["id"] for j in page["jobs"]], page["next_before"]) == ([1], None)
+        page = await (await client.get("/api/jobs?status=done")).json()
+        assert page == {"jobs": [], "limit": 50, "next_before": None}
         r = await client.get("/api/jobs/x")
         assert r.status == 400 and (await r.json())["field"] == "id"
         r = await client.get("/api/jobs/999")

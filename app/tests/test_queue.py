@@ -124,10 +124,28 @@ def test_a_full_queue_refuses_new_jobs_and_answers_replays(db: str) -> None:
 def test_list_pages_newest_first(db: str) -> None:
     q = JobQueue(db)
     ids = [q.submit("sleep", {"seconds": 0}) for _ in range(5)]
-    page, total = q.list(None, limit=2, offset=1)
-    assert total == 5
-    assert [j.id for j in page] == [ids[3], ids[2]]
-    assert q.list("done", 10, 0) == ([], 0)
+    page, more = q.list(None, limit=2, before=ids[4])
+    assert ([j.id for j in page], more) == ([ids[3], ids[2]], True)
+    page, more = q.list(None, limit=2, before=ids[1])
+    assert ([j.id for j in page], more) == ([ids[0]], False)
+    page, more = q.list(None, limit=5, before=None)
+    assert (len(page), more) == (5, False)
+    assert q.list("done", 10, None) == ([], False)
+
+
+def test_a_page_is_one_index_range_whatever_its_depth(db: str) -> None:
+    """Keyset paging: SQLite's plan for a deep page searches an index (no scan, no
+    temporary sort), and no page counts the table."""
+    q = JobQueue(db)
+    queries: list[str] = []
+    q._db.set_trace_callback(queries.append)
+    q.list("queued", 50, 10**12)
+    q.list(None, 50, 10**12)
+    q._db.set_trace_callback(None)
+    assert len(queries) == 2 and not any("COUNT" in sql.upper() for sql in queries), queries
+    for sql in queries:
+        plan = " ".join(str(row[-1]) for row in q._db.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "SEARCH" in plan and "TEMP B-TREE" not in plan, (sql, plan)
 
 
 def test_concurrent_claims_never_share_a_job(db: str) -> None:
