@@ -29,6 +29,11 @@ FIELDS = {
     "metrics",
     "memory",
     "stop_timeout",
+    "user",
+    "cap_add",
+    "read_only",
+    "tmpfs",
+    "pids",
 }
 HEALTH_FIELDS = {"cmd", "interval", "timeout", "retries", "start_period"}
 METRICS_FIELDS = {"port", "path"}
@@ -36,6 +41,8 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DURATION_RE = re.compile(r"^[0-9]+(ms|s|m|h)$")
 MEMORY_RE = re.compile(r"^[0-9]+[bkmg]?$", re.IGNORECASE)
+CAPABILITY_RE = re.compile(r"^(CAP_)?[A-Z][A-Z_]+$")
+TMPFS_RE = re.compile(r"^/[^:\s]*(:[a-z0-9=,]+)?$")
 JOB_NAME = "accessories"
 
 
@@ -136,6 +143,34 @@ def _check_one(name: str, spec: Any) -> list[str]:
         found.append(f"{where}.memory must be a Docker memory size such as 256m, got {memory!r}")
     if "stop_timeout" in spec and _port(spec["stop_timeout"]) is None:
         found.append(f"{where}.stop_timeout must be a number of seconds")
+    return found + _check_privilege(where, spec)
+
+
+def _check_privilege(where: str, spec: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the fields that give a service back some privilege."""
+    found: list[str] = []
+    user = spec.get("user")
+    if user is not None and (not isinstance(user, str) or not user):
+        found.append(f"{where}.user must be a user name or uid[:gid] inside the image")
+    cap_add = spec.get("cap_add", [])
+    if not isinstance(cap_add, list) or not all(
+        isinstance(c, str) and CAPABILITY_RE.match(c) for c in cap_add
+    ):
+        found.append(
+            f"{where}.cap_add must list capability names such as [CHOWN, SETUID] (every other "
+            f"one is dropped), got {cap_add!r}"
+        )
+    if "read_only" in spec and not isinstance(spec["read_only"], bool):
+        found.append(f"{where}.read_only must be true or false")
+    tmpfs = spec.get("tmpfs", [])
+    if not isinstance(tmpfs, list) or not all(
+        isinstance(t, str) and TMPFS_RE.match(t) for t in tmpfs
+    ):
+        found.append(
+            f"{where}.tmpfs must list writable in-memory paths such as /run:size=16m, got {tmpfs!r}"
+        )
+    if "pids" in spec and _port(spec["pids"]) is None:
+        found.append(f"{where}.pids must be the most processes and threads, e.g. 256")
     return found
 
 

@@ -106,6 +106,93 @@ def test_redis_runs_healthy_uncoloured_with_its_limits(host: Any) -> None:
     assert host.check_output("docker ps -q --filter label=org.archibald.app") == ""
 
 
+def _status(host: Any, name: str) -> dict[str, str]:
+    """/proc/1/status of a container's main process, field -> value."""
+    out = host.check_output(f"docker exec {name} cat /proc/1/status")
+    return {k: v.strip() for k, v in (ln.split(":", 1) for ln in out.splitlines() if ":" in ln)}
+
+
+def _privilege(host: Any, name: str) -> dict[str, Any]:
+    """What a service may do, from docker inspect and from inside it."""
+    config = inspect(host, name)["HostConfig"]
+    status = _status(host, name)
+    root = host.run(f"docker exec {name} sh -c ': > /probe'")
+    return {
+        "CapDrop": config["CapDrop"],
+        "CapAdd": config["CapAdd"] or [],
+        "SecurityOpt": config["SecurityOpt"],
+        "ReadonlyRootfs": config["ReadonlyRootfs"],
+        "Tmpfs": sorted(config["Tmpfs"] or {}),
+        "swap included": config["MemorySwap"] == config["Memory"] > 0,
+        "PidsLimit": config["PidsLimit"],
+        "uid": status["Uid"].split()[0],
+        "NoNewPrivs": status["NoNewPrivs"],
+        "CapEff": status["CapEff"],
+        "CapBnd": status["CapBnd"],
+        "root read-only": root.rc != 0 and "Read-only file system" in root.stderr,
+        "docker socket": host.run(f"docker exec {name} test -e /var/run/docker.sock").rc == 0,
+    }
+
+
+LEAST = {
+    "CapDrop": ["ALL"],
+    "CapAdd": [],
+    "SecurityOpt": ["no-new-privileges"],
+    "ReadonlyRootfs": True,
+    "Tmpfs": ["/tmp"],
+    "swap included": True,
+    "PidsLimit": 256,
+    "NoNewPrivs": "1",
+    "CapEff": "0000000000000000",
+    "CapBnd": "0000000000000000",
+    "root read-only": True,
+    "docker socket": False,
+}
+
+
+def test_each_service_runs_with_least_privilege(host: Any) -> None:
+    """No capability, none to gain, the image's own user (redis), a read-only root
+    with /tmp, limits on memory (swap included) and processes, no Docker socket."""
+    redis_uid = host.check_output(f"docker exec {REDIS} id -u")
+    for name in (REDIS, EXPORTER):
+        seen = _privilege(host, name)
+        print(f"\n[least privilege] {name}: {seen}")
+        assert seen == {**LEAST, "uid": redis_uid}, name
+    assert redis_uid != "0"
+
+
+def test_a_service_gets_back_only_the_capabilities_it_declares(host: Any) -> None:
+    """A probe from an image that runs as root (the role tests' Python image, a web
+    server), declared with cap_add [NET_BIND_SERVICE] and read_only false and
+    started the way the role starts every service: root inside holds that one
+    capability (bit 10) and can never gain another (its bounding set). Docker gives
+    a non-root user no effective capability, so cap_add is for a root service."""
+    probe = {
+        "probe": {
+            "image": "registry:5000/testbed/python:12",
+            "port": 6391,
+            "command": ["python3", "-m", "http.server", "6391", "--bind", "127.0.0.1"],
+            "user": "0",
+            "cap_add": ["NET_BIND_SERVICE"],
+            "read_only": False,
+            "pids": 32,
+        }
+    }
+    only = {"accessories_services": probe, "accessories_secret_env": {}}
+    rc, out, _ = manage("-e", json.dumps(only), "-e", "accessory=probe")
+    try:
+        assert rc == 0, out[-3000:]
+        seen = _privilege(host, "archibald-probe")
+        print(f"\n[cap_add] archibald-probe: {seen}")
+    finally:
+        manage("-e", "accessory=probe", "-e", "accessory_state=absent")
+    assert seen["CapAdd"] == ["CAP_NET_BIND_SERVICE"] or seen["CapAdd"] == ["NET_BIND_SERVICE"]
+    assert seen["CapEff"] == seen["CapBnd"] == f"{1 << 10:016x}", seen
+    assert (seen["uid"], seen["NoNewPrivs"], seen["PidsLimit"]) == ("0", "1", 32), seen
+    assert not seen["root read-only"]
+    assert host.run("docker inspect archibald-probe").rc == 1
+
+
 def test_listens_on_loopback_only(host: Any) -> None:
     listeners = host.check_output("ss -Hltn '( sport = :6379 or sport = :9121 )'")
     local = sorted({line.split()[3] for line in listeners.splitlines()})

@@ -174,8 +174,8 @@ def test_the_app_containers_run_with_least_privilege(host: Any) -> None:
         }, f"{name}: {seen}"
         out = host.check_output(f"docker exec {name} cat /proc/1/status")
         status = dict(line.split(":\t", 1) for line in out.splitlines() if ":\t" in line)
-        inside = (status["Uid"].split()[0], status["NoNewPrivs"], status["CapEff"])
-        assert inside == (APP_USER, "1", "0000000000000000"), f"{name}: {inside}"
+        inside = tuple(status[k].split()[0] for k in ("Uid", "NoNewPrivs", "CapEff", "CapBnd"))
+        assert inside == (APP_USER, "1", "0" * 16, "0" * 16), f"{name}: {inside}"
         root = host.run(f"docker exec {name} sh -c ': > /probe'")
         assert root.rc != 0 and "Read-only file system" in root.stderr, (name, root.stderr)
         host.check_output(f"docker exec {name} sh -c ': > /tmp/probe && rm /tmp/probe'")

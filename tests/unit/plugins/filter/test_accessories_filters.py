@@ -20,6 +20,11 @@ REDIS = {
     "health": {"cmd": ["redis-cli", "ping"], "interval": "5s", "retries": 3},
     "memory": "256m",
     "stop_timeout": 10,
+    "user": "redis",
+    "cap_add": ["SETUID", "CAP_SETGID"],
+    "read_only": True,
+    "tmpfs": ["/run/redis:size=16m", "/tmp"],
+    "pids": 64,
 }
 EXPORTER = {"image": "registry.test/redis-exporter:1", "port": 9121, "metrics": {"port": 9121}}
 
@@ -56,6 +61,12 @@ def test_a_good_declaration_has_no_problems() -> None:
         ({"redis": {**REDIS, "metrics": {"port": 9121, "path": "m"}}}, r"redis\.metrics must be"),
         ({"redis": {**REDIS, "memory": "lots"}}, r"redis\.memory must be a Docker memory size"),
         ({"redis": {**REDIS, "stop_timeout": "soon"}}, r"redis\.stop_timeout must be"),
+        ({"redis": {**REDIS, "user": ""}}, r"redis\.user must be a user name"),
+        ({"redis": {**REDIS, "cap_add": "ALL"}}, r"redis\.cap_add must list capability names"),
+        ({"redis": {**REDIS, "cap_add": ["net_raw"]}}, r"redis\.cap_add must list"),
+        ({"redis": {**REDIS, "read_only": "yes"}}, r"redis\.read_only must be true or false"),
+        ({"redis": {**REDIS, "tmpfs": ["run"]}}, r"redis\.tmpfs must list writable"),
+        ({"redis": {**REDIS, "pids": 0}}, r"redis\.pids must be"),
     ],
     ids=[
         "upper-case-name",
@@ -77,6 +88,12 @@ def test_a_good_declaration_has_no_problems() -> None:
         "metrics-path",
         "memory",
         "stop-timeout",
+        "user-empty",
+        "cap-add-string",
+        "cap-add-lower-case",
+        "read-only-string",
+        "tmpfs-relative",
+        "pids-zero",
     ],
 )
 def test_each_bad_setting_is_named(services: dict[str, Any], expected: str) -> None:
