@@ -47,6 +47,7 @@ FRESH = testinfra.get_host("docker://backup-fresh")
 SFTP = testinfra.get_host("docker://backup-sftp")
 STATE = "/var/lib/archibald/archibald/state.json"
 TEXTFILE = "/var/lib/prometheus/node-exporter/archibald_backup.prom"
+CHECK_TEXTFILE = "/var/lib/prometheus/node-exporter/archibald_backup_check.prom"
 BACKUP = "/usr/local/sbin/archibald-backup"
 # What earlier tests found, for the later ones (the file runs in order).
 DRILL: dict[str, Any] = {}
@@ -107,9 +108,9 @@ def wait_finished(host: Any, ids: list[int], timeout: float = 120) -> dict[int, 
         time.sleep(1)
 
 
-def metrics(host: Any) -> dict[str, float]:
+def metrics(host: Any, textfile: str = TEXTFILE) -> dict[str, float]:
     values = {}
-    for line in host.file(TEXTFILE).content_string.splitlines():
+    for line in host.file(textfile).content_string.splitlines():
         if line and not line.startswith("#"):
             name, value = line.split()
             values[name.removeprefix("archibald_backup_")] = float(value)
@@ -229,6 +230,53 @@ def test_second_backup_is_incremental_and_retention_forgets() -> None:
         f"snapshots kept {len(snaps)} (keep-daily 1), repository "
         f"{second['repository_size_bytes'] / 1e6:.2f} MB"
     )
+
+
+def test_the_weekly_check_passes_and_finds_a_damaged_copy() -> None:
+    """The check's timer and service: restic check reads 5 % of the data back and
+    passes. A copy of the repository with one pack file damaged (on the storage
+    host; the real one untouched), checked with every pack read: it fails, says
+    so, and its metric is 0 for BackupCheckFailed."""
+    timer = APP.check_output(
+        "systemctl show --property TimersCalendar archibald-backup-check.timer"
+    )
+    assert "OnCalendar=Sun *-*-* 05:15:00" in timer, timer
+    assert APP.service("archibald-backup-check.timer").is_enabled
+    started = time.monotonic()
+    APP.check_output("systemctl start archibald-backup-check.service")
+    wall = time.monotonic() - started
+    good = metrics(APP, CHECK_TEXTFILE)
+    assert good["check_last_run_success"] == 1, good
+    log = APP.check_output("journalctl -u archibald-backup-check.service --output cat")
+    assert "check_finished" in log and '"read": "5%"' in log, log[-2000:]
+
+    SFTP.check_output(
+        "rm -rf /srv/restic/damaged && cp -a /srv/restic/archibald /srv/restic/damaged && "
+        "pack=$(find /srv/restic/damaged/data -type f | head -n 1) && "
+        "printf 'damaged' | dd of=\"$pack\" bs=1 seek=64 conv=notrunc status=none"
+    )
+    settings = (
+        "import json; c = json.load(open('/etc/archibald-backup/backup.json')); "
+        "c.update(repository='sftp:restic@backup-sftp:/srv/restic/damaged', "
+        "check_textfile='/tmp/damaged-check.prom', check_read_data_subset='100%'); "
+        "json.dump(c, open('/tmp/damaged-check.json', 'w'))"
+    )
+    try:
+        APP.check_output(f'python3 -c "{settings}"')
+        damaged = APP.run(f"BACKUP_CONFIG=/tmp/damaged-check.json {BACKUP} check")
+        failed = metrics(APP, "/tmp/damaged-check.prom")
+    finally:
+        SFTP.run("rm -rf /srv/restic/damaged")
+        APP.run("rm -f /tmp/damaged-check.json /tmp/damaged-check.prom")
+    print(
+        f"\n[check] the weekly check passed in {wall:.1f} s (5 % read); the damaged copy: "
+        f"rc {damaged.rc}, {damaged.stderr.strip().splitlines()[0]!r}"
+    )
+    assert damaged.rc == 1, damaged.stdout[-2000:]
+    assert "the repository check failed" in damaged.stderr, damaged.stderr
+    assert "OPERATIONS.md 10.6" in damaged.stderr
+    assert failed["check_last_run_success"] == 0
+    assert metrics(APP, CHECK_TEXTFILE)["check_last_run_success"] == 1, "the real one untouched"
 
 
 def test_restore_with_a_wrong_password_fails_clearly_and_changes_nothing() -> None:

@@ -9,15 +9,23 @@ Installed by the archibald-ops `backup` role; its settings are one JSON file
                     owner), then `restic backup` of them and the listed paths,
                     `restic forget` by the retention policy (and prune), and
                     the node exporter textfile with the figures
+  check             `restic check`, reading a share of the data as well
+                    (check_read_data_subset), and the node exporter textfile
+                    with its outcome; the BackupCheckFailed alert reads it
   restic ARGS...    restic with this host's repository, password and SSH
                     settings, e.g. `snapshots`, `stats`, `check`
   sqlite-info PATH  integrity check and row count per table of a database (JSON)
+
+backup and check wait for each other (a lock file, lock_file): restic's own
+lock would make the second of them fail instead.
 
 Exit codes: 0 done, 1 failed (what failed is the last line on stderr).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -27,10 +35,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 CONFIG = Path(os.environ.get("BACKUP_CONFIG", "/etc/archibald-backup/backup.json"))
+CHECK = "archibald_backup_check"
 
 
 class BackupError(Exception):
@@ -217,11 +227,47 @@ def write_metrics(cfg: dict[str, Any], figures: dict[str, float], ok: bool) -> N
         value = str(figures[key]) if ok and key in figures else previous.get(name)
         if value is not None:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
+    write_textfile(path, lines)
+
+
+def write_textfile(path: Path, lines: list[str]) -> None:
+    """Replace a textfile collector file at once: the exporter never reads half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, prefix=".backup") as tmp:
         tmp.write("\n".join(lines) + "\n")
     os.chmod(tmp.name, 0o644)
     os.replace(tmp.name, path)
+
+
+def gauge(name: str, help_text: str, value: object) -> list[str]:
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
+
+
+def write_check_metrics(cfg: dict[str, Any], seconds: float, ok: bool) -> None:
+    """The check's outcome; the time of its last success is kept through a failure."""
+    path = Path(cfg["check_textfile"])
+    now = time.time()
+    last_success = (
+        now if ok else read_previous_metrics(path).get(f"{CHECK}_last_success_timestamp_seconds")
+    )
+    lines = gauge(f"{CHECK}_last_run_timestamp_seconds", "When the last check ended.", now)
+    lines += gauge(f"{CHECK}_last_run_success", "1 if the last check found no fault.", int(ok))
+    lines += gauge(f"{CHECK}_duration_seconds", "Wall time of the last check.", round(seconds, 3))
+    if last_success is not None:
+        lines += gauge(
+            f"{CHECK}_last_success_timestamp_seconds",
+            "When the last check that found no fault ended.",
+            last_success,
+        )
+    write_textfile(path, lines)
+
+
+def run_check(cfg: dict[str, Any]) -> None:
+    """restic check, with a share of the pack files read back and verified."""
+    args = ["check"]
+    if cfg.get("check_read_data_subset"):
+        args.append(f"--read-data-subset={cfg['check_read_data_subset']}")
+    restic(cfg, *args, quiet=True)
 
 
 def ensure_repository(cfg: dict[str, Any]) -> None:
@@ -316,9 +362,28 @@ def main(argv: list[str]) -> int:
         return subprocess.run(
             restic_cmd(cfg, *argv[2:]), env=restic_env(cfg), check=False
         ).returncode
-    if command != "backup":
+    if command not in ("backup", "check"):
         sys.stderr.write(__doc__ or "")
         return 2
+    with one_at_a_time(cfg, command):
+        return checked(cfg) if command == "check" else backed_up(cfg)
+
+
+@contextlib.contextmanager
+def one_at_a_time(cfg: dict[str, Any], command: str) -> Iterator[None]:
+    """Hold the host's backup lock: a backup and a check never overlap."""
+    path = Path(cfg["lock_file"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log("waiting_for_lock", command=command, lock=str(path))
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def backed_up(cfg: dict[str, Any]) -> int:
     log("backup_started", repository=cfg["repository"], host=cfg["host"])
     try:
         figures = run_backup(cfg)
@@ -329,6 +394,24 @@ def main(argv: list[str]) -> int:
         return 1
     write_metrics(cfg, figures, ok=True)
     log("backup_finished", **figures)
+    return 0
+
+
+def checked(cfg: dict[str, Any]) -> int:
+    log("check_started", repository=cfg["repository"], read=cfg.get("check_read_data_subset"))
+    started = time.monotonic()
+    try:
+        run_check(cfg)
+    except (BackupError, OSError) as exc:
+        write_check_metrics(cfg, time.monotonic() - started, ok=False)
+        log("check_failed", error=str(exc))
+        sys.stderr.write(
+            f"the repository check failed: {exc}\nNothing was changed. OPERATIONS.md 10.6 "
+            "(BackupCheckFailed) says what to do.\n"
+        )
+        return 1
+    write_check_metrics(cfg, time.monotonic() - started, ok=True)
+    log("check_finished", seconds=round(time.monotonic() - started, 3))
     return 0
 
 
