@@ -146,6 +146,13 @@ def _check_one(name: str, spec: Any) -> list[str]:
     return found + _check_privilege(where, spec)
 
 
+def _strings_matching(value: Any, pattern: re.Pattern[str]) -> bool:
+    """A list whose every item is a string the pattern matches (an empty list is)."""
+    return isinstance(value, list) and all(
+        isinstance(item, str) and pattern.match(item) for item in value
+    )
+
+
 def _check_privilege(where: str, spec: Mapping[str, Any]) -> list[str]:
     """What is wrong with the fields that give a service back some privilege."""
     found: list[str] = []
@@ -153,9 +160,7 @@ def _check_privilege(where: str, spec: Mapping[str, Any]) -> list[str]:
     if user is not None and (not isinstance(user, str) or not user):
         found.append(f"{where}.user must be a user name or uid[:gid] inside the image")
     cap_add = spec.get("cap_add", [])
-    if not isinstance(cap_add, list) or not all(
-        isinstance(c, str) and CAPABILITY_RE.match(c) for c in cap_add
-    ):
+    if not _strings_matching(cap_add, CAPABILITY_RE):
         found.append(
             f"{where}.cap_add must list capability names such as [CHOWN, SETUID] (every other "
             f"one is dropped), got {cap_add!r}"
@@ -163,9 +168,7 @@ def _check_privilege(where: str, spec: Mapping[str, Any]) -> list[str]:
     if "read_only" in spec and not isinstance(spec["read_only"], bool):
         found.append(f"{where}.read_only must be true or false")
     tmpfs = spec.get("tmpfs", [])
-    if not isinstance(tmpfs, list) or not all(
-        isinstance(t, str) and TMPFS_RE.match(t) for t in tmpfs
-    ):
+    if not _strings_matching(tmpfs, TMPFS_RE):
         found.append(
             f"{where}.tmpfs must list writable in-memory paths such as /run:size=16m, got {tmpfs!r}"
         )
