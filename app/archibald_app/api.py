@@ -35,7 +35,8 @@ RUNNER = web.AppKey("runner", JobRunner)
 
 RETRY_AFTER_S = 5
 MAX_PAGE = 500
-MAX_JOB_ID = 10**18 - 1  # ids are at most 18 digits (get_job's check)
+ID_DIGITS = 18  # a job id (path or ?before=) has at most this many digits
+MAX_JOB_ID = 10**ID_DIGITS - 1
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -108,8 +109,10 @@ async def _store(
 
 async def get_job(request: web.Request) -> web.Response:
     raw = request.match_info["id"]
-    if not _DIGITS.fullmatch(raw) or len(raw) > 18 or int(raw) == 0:
-        return error(400, "id must be a positive integer of at most 18 digits", field="id")
+    if not _DIGITS.fullmatch(raw) or len(raw) > ID_DIGITS or int(raw) == 0:
+        return error(
+            400, f"id must be a positive integer of at most {ID_DIGITS} digits", field="id"
+        )
     job = await request.app[QUEUE].get(int(raw))
     if job is None:
         return error(404, f"job {raw} not found", field="id")
@@ -127,9 +130,8 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
     raw = _query_one(request, name)
     if raw is None:
         return default
-    # ASCII digits only (str.isdigit() takes "٣" too), and few enough for int()
-    # (18: a job id's most).
-    if not _DIGITS.fullmatch(raw) or len(raw) > 18 or not low <= int(raw) <= high:
+    # ASCII digits only (str.isdigit() takes "٣" too), and few enough for int().
+    if not _DIGITS.fullmatch(raw) or len(raw) > ID_DIGITS or not low <= int(raw) <= high:
         raise jobs.ValidationError(name, f"must be an integer from {low} to {high}")
     return int(raw)
 
