@@ -198,21 +198,18 @@ def write_metrics(cfg: dict[str, Any], figures: dict[str, float], ok: bool) -> N
     last_success = (
         str(now) if ok else previous.get("archibald_backup_last_success_timestamp_seconds")
     )
-    lines = [
-        "# HELP archibald_backup_last_run_timestamp_seconds When the last backup run ended.",
-        "# TYPE archibald_backup_last_run_timestamp_seconds gauge",
-        f"archibald_backup_last_run_timestamp_seconds {now}",
-        "# HELP archibald_backup_last_run_success 1 if the last backup run succeeded.",
-        "# TYPE archibald_backup_last_run_success gauge",
-        f"archibald_backup_last_run_success {1 if ok else 0}",
-    ]
+    lines = gauge(
+        "archibald_backup_last_run_timestamp_seconds", "When the last backup run ended.", now
+    )
+    lines += gauge(
+        "archibald_backup_last_run_success", "1 if the last backup run succeeded.", int(ok)
+    )
     if last_success is not None:
-        lines += [
-            "# HELP archibald_backup_last_success_timestamp_seconds"
-            " When the last good backup ended.",
-            "# TYPE archibald_backup_last_success_timestamp_seconds gauge",
-            f"archibald_backup_last_success_timestamp_seconds {last_success}",
-        ]
+        lines += gauge(
+            "archibald_backup_last_success_timestamp_seconds",
+            "When the last good backup ended.",
+            last_success,
+        )
     # The sizes and duration describe the last good run: kept from it on a failure.
     for name, help_text in (
         ("archibald_backup_duration_seconds", "Wall time of the last good backup run."),
@@ -226,7 +223,7 @@ def write_metrics(cfg: dict[str, Any], figures: dict[str, float], ok: bool) -> N
         key = name.removeprefix("archibald_backup_")
         value = str(figures[key]) if ok and key in figures else previous.get(name)
         if value is not None:
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
+            lines += gauge(name, help_text, value)
     write_textfile(path, lines)
 
 
