@@ -80,13 +80,17 @@ def record(
     ok: bool,
     path: Path = LEDGER,
     machine: float | None = None,
+    why: list[str] | None = None,
 ) -> None:
     """Append one part; cpu_s is None when it is not known (a part stopped over
-    budget); machine is the whole machine's busy share while it ran (busy_share)."""
+    budget); machine is the whole machine's busy share while it ran (busy_share);
+    why, for a failed part, the lines of its log that say why (kept only then)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    entry = {"part": part, "wall_s": round(wall_s, 1), "cpu_s": cpu_s, "ok": ok}
+    entry: dict[str, object] = {"part": part, "wall_s": round(wall_s, 1), "cpu_s": cpu_s, "ok": ok}
     if machine is not None:
         entry["machine"] = machine
+    if why and not ok:
+        entry["why"] = why
     with path.open("a") as ledger:
         ledger.write(json.dumps(entry) + "\n")
 
@@ -184,12 +188,33 @@ def table(rows: list[dict[str, object]]) -> list[str]:
     return lines
 
 
+# A reason line longer than this is cut: an assertion that prints a whole
+# response must not push the others out of a CI excerpt.
+REASON_WIDTH = 400
+
+
+def reasons(rows: list[dict[str, object]]) -> list[str]:
+    """After the table: each failed part's reasons, as it recorded them."""
+    failed = [row for row in rows if not row.get("ok") and row.get("why")]
+    if not failed:
+        return []
+    lines = ["", "Why the failed parts failed (each one's whole log is printed above):"]
+    for row in failed:
+        lines.append(f"  {str(row['part']).strip()}:")
+        for line in row["why"]:  # type: ignore[attr-defined]
+            text = str(line)
+            cut = text if len(text) <= REASON_WIDTH else text[: REASON_WIDTH - 3] + "..."
+            lines.append(f"    {cut}")
+    return lines
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["reset"]:
         LEDGER.unlink(missing_ok=True)
         return 0
     if argv[:1] == ["print"]:
-        print("\n".join(table(entries())))
+        rows = entries()
+        print("\n".join(table(rows) + reasons(rows)))
         return 0
     if len(argv) >= 4 and argv[0] == "run" and argv[2] == "--":
         return run(argv[1], argv[3:])

@@ -465,6 +465,7 @@ def finish(run: Run, code: int | None) -> None:
         run.proc.cpu_s if code is not None else None,
         run.ok,
         machine=ledger.busy_share(run.ticks, ledger.sample()),
+        why=None if run.ok else failure_lines(run, most=12, tail=0),
     )
     verdict = "PASS" if run.ok else "FAIL"
     print(
@@ -483,10 +484,10 @@ def finish(run: Run, code: int | None) -> None:
 FAILURE_MARKS = ("fatal:", "failed:", "FAILED ", "ERROR ", "AssertionError", "E   ", "Error:")
 
 
-def failure_lines(run: Run, most: int = 40) -> list[str]:
+def failure_lines(run: Run, most: int = 40, tail: int = 10) -> list[str]:
     """Why `run` failed, from its log: the marked lines (at most `most`, the last
-    ones), then its last lines. The summary repeats them after every log, where
-    the end of CI's output shows them."""
+    ones), then its last `tail` lines. The summary repeats them after every log,
+    and the time ledger once more at the very end of CI's output."""
     if not run.log.is_file():
         return [run.why]
     lines = run.log.read_text(errors="replace").splitlines()
@@ -495,7 +496,7 @@ def failure_lines(run: Run, most: int = 40) -> list[str]:
         for line in lines
         if any(mark in line for mark in FAILURE_MARKS) and "FAILED - RETRYING" not in line
     ]
-    return [run.why, *marked[-most:], "...", *lines[-10:]]
+    return [run.why, *marked[-most:], *(["...", *lines[-tail:]] if tail else [])]
 
 
 def run_all(

@@ -85,6 +85,26 @@ def test_the_table_gives_the_waiting_share_and_says_when_cpu_is_unknown() -> Non
     assert lines[3].split()[:4] == ["cd-test", "900s", "?", "?"]
 
 
+def test_the_reasons_of_failed_parts_come_after_the_table_and_long_lines_are_cut(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.jsonl"
+    long = "E   AssertionError: " + "x" * 1000
+    ledger.record("  default:release", 900.0, 100.0, False, path, why=["molecule exited 1", long])
+    ledger.record("  nginx", 300.0, 50.0, True, path, why=["not kept for a passed part"])
+    rows = ledger.entries(path)
+    assert "why" not in rows[1], "a passed part keeps no reasons"
+    out = ledger.table(rows) + ledger.reasons(rows)
+    at = out.index("Why the failed parts failed (each one's whole log is printed above):")
+    assert at > out.index(next(line for line in out if "nginx" in line)), "after the table"
+    assert out[at + 1 :] == [
+        "  default:release:",
+        "    molecule exited 1",
+        "    " + long[: ledger.REASON_WIDTH - 3] + "...",
+    ]
+    assert ledger.reasons([rows[1]]) == [], "nothing to say when nothing failed"
+
+
 STAT = """cpu  {user} 0 {system} {idle} {iowait} 0 0 0 0 0
 cpu0 1 2 3 4 5 6 7 8 9 10
 intr 12345

@@ -339,6 +339,9 @@ def test_a_failed_run_is_explained_after_the_summary(tmp_path: Path) -> None:
     assert lines[50] in got and lines[60] in got
     assert lines[70] not in got, "a retry that went on is not why anything failed"
     assert got[-1] == "noise 99"
+    # For the ledger's last word: the marked lines only, the last `most` of them.
+    short = scenarios.failure_lines(run, most=1, tail=0)
+    assert short == ["molecule exited 1", lines[60]]
     assert scenarios.failure_lines(scenarios.Run("y", 1, tmp_path / "none", why="w")) == ["w"]
 
 
