@@ -361,12 +361,16 @@ def hey(
     workers: int = 4,
     path: str = "/api/jobs?limit=1",
     *extra: str,
+    count: int | None = None,
 ) -> subprocess.Popen[str]:
     """Bounded load through nginx with hey: `workers` x `rate_per_worker` req/s for at most
-    `seconds` (stop it early with SIGINT; parse its output with parse_hey)."""
+    `seconds`, or, given a `count`, until it has sent that many requests (a multiple
+    of `workers`; the caller bounds the time). Stop it early with SIGINT (stop_hey);
+    parse its output with parse_hey."""
+    until = ("-n", str(count)) if count is not None else ("-z", f"{seconds}s")
     return subprocess.Popen(
         [
-            *("hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate_per_worker)),
+            *("hey", *until, "-c", str(workers), "-q", str(rate_per_worker)),
             *extra,
             *("-host", "localhost", f"{EDGE}{path}"),
         ],
@@ -388,10 +392,12 @@ def parse_hey(output: str) -> dict[str, Any]:
     codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", summary)}
     errors = sum(int(n) for n in re.findall(r"^\s*\[(\d+)\]", error_part, re.M))
     rps = re.search(r"Requests/sec:\s+([\d.]+)", summary)
-    assert rps, f"hey printed no summary:\n{output[-2000:]}"
+    took = re.search(r"Total:\s+([\d.]+) secs", summary)
+    assert rps and took, f"hey printed no summary:\n{output[-2000:]}"
     return {
         "codes": codes,
         "errors": errors,
         "error_lines": error_part.strip(),
         "rps": float(rps.group(1)),
+        "seconds": float(took.group(1)),  # from its start to its last answer
     }
