@@ -5,7 +5,6 @@ answers as restic does."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,20 +12,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from backup_script import SCRIPT, load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "roles" / "backup" / "files" / "backup.py"
 CHECK = "archibald_backup_check"
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("backup_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 import tempfile
@@ -91,8 +92,45 @@ def restic(cfg: dict[str, Any], *args: str, quiet: bool = False) -> str:
     return result.stdout
 
 
-def sqlite_copy(src: str, dst: str) -> None:
-    """Online backup of a live SQLite database (WAL or not) into dst, then check it."""
+def regular_file(path: Path) -> os.stat_result | None:
+    """The database file's own status, never a link's: None when nothing is there.
+
+    The app writes the directory the database lives in, so it can put a symbolic
+    link where its database was: followed, the copy would run as the target's
+    owner (root) and put the target (another service's database, a secret) into
+    the snapshot. A link or anything but a regular file is refused."""
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(status.st_mode):
+        raise BackupError(
+            f"{path} is a symbolic link, not the database: the backup copies only the file "
+            "itself, never what a link points to. Put the database file back at that path "
+            "(the app's volume holds it), then run the backup again."
+        )
+    if not stat.S_ISREG(status.st_mode):
+        raise BackupError(f"{path} is not a regular file: the backup copies only a database file")
+    return status
+
+
+def same_file(path: str, identity: tuple[int, int]) -> None:
+    """Fail unless `path` is still the regular file (device, inode) the backup chose."""
+    status = regular_file(Path(path))
+    if status is None or (status.st_dev, status.st_ino) != identity:
+        raise BackupError(
+            f"{path} was replaced while the backup copied it (not the file it checked): "
+            "run the backup again"
+        )
+
+
+def sqlite_copy(src: str, dst: str, identity: tuple[int, int]) -> None:
+    """Online backup of a live SQLite database (WAL or not) into dst, then check it.
+
+    SQLite opens by name, so the file the parent checked (`identity`: device and
+    inode) is checked again before and after the copy: one swapped for a link or
+    another file in between fails the copy instead of entering the snapshot."""
+    same_file(src, identity)
     source = sqlite3.connect(src, timeout=60)
     try:
         target = sqlite3.connect(dst)
@@ -105,6 +143,7 @@ def sqlite_copy(src: str, dst: str) -> None:
             target.close()
     finally:
         source.close()
+    same_file(src, identity)
 
 
 def sqlite_info(path: str) -> dict[str, Any]:
@@ -130,10 +169,10 @@ def copy_databases(cfg: dict[str, Any], staging: Path) -> list[dict[str, Any]]:
     copied = []
     for entry in cfg["databases"]:
         src = Path(entry["path"])
-        if not src.is_file():
+        owner = regular_file(src)
+        if owner is None:
             log("database_skipped", name=entry["name"], path=str(src), why="no such file")
             continue
-        owner = src.stat()
         target_dir = staging / entry["name"]
         target_dir.mkdir(mode=0o700)
         os.chown(target_dir, owner.st_uid, owner.st_gid)
@@ -157,6 +196,8 @@ def copy_databases(cfg: dict[str, Any], staging: Path) -> list[dict[str, Any]]:
                 "sqlite-copy",
                 str(src),
                 str(dst),
+                str(owner.st_dev),
+                str(owner.st_ino),
             ],
             capture_output=True,
             text=True,
@@ -348,8 +389,8 @@ def run_backup(cfg: dict[str, Any]) -> dict[str, float]:
 
 def main(argv: list[str]) -> int:
     command = argv[1] if len(argv) > 1 else ""
-    if command == "sqlite-copy" and len(argv) == 4:
-        sqlite_copy(argv[2], argv[3])
+    if command == "sqlite-copy" and len(argv) == 6:
+        sqlite_copy(argv[2], argv[3], (int(argv[4]), int(argv[5])))
         return 0
     if command == "sqlite-info" and len(argv) == 3:
         print(json.dumps(sqlite_info(argv[2])))
