@@ -220,6 +220,7 @@ TOOL_PACKAGES = {
     "mtail": "mtail",
     "shellcheck": "shellcheck",
     "nginx": "nginx",
+    "gpg": "gpg",
 }
 CALLS = re.compile(r'shutil\.which\("(?P<tool>[\w.-]+)"\)|"/usr/s?bin/(?P<path>[\w.-]+)"')
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from filter_plugins.openpgp import openpgp_primary_fingerprints
 from harness import playbook
 
 SCENARIO = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", Path(__file__).parents[1]))
@@ -124,3 +125,49 @@ def test_required_and_unreachable_fails_in_preflight(host) -> None:
     assert "Grafana is required (grafana_required: true)" in said
     assert "is unreachable" in said
     assert "set grafana_required: false" in said
+
+
+KEY_TEST = "/root/grafana-key-test"  # key.yml's key_test_dir
+
+
+def test_a_signing_key_is_installed_only_with_the_pinned_fingerprint(host) -> None:
+    """roles/grafana/tasks/key.yml with a key made on the host (key.yml): a pin
+    that is not the key's fails the run and leaves no keyring; the key's own pin,
+    written with spaces as Grafana prints it, installs the key, and a rerun
+    changes nothing; a download that is no key is refused and the key stays."""
+    limit = host.backend.host
+    wrong = "0123 4567 89AB CDEF 0123  4567 89AB CDEF 0123 4567"
+    rc, output, _ = playbook.run(SCENARIO / "key.yml", "-e", f"key_test_pin='{wrong}'", limit=limit)
+    said = " ".join(output.split())
+    assert rc != 0, output
+    assert "not grafana_apt_key_fingerprint (0123456789ABCDEF0123456789ABCDEF01234567)" in said
+    assert "It was not installed" in said
+    assert not host.file(f"{KEY_TEST}/keyring.asc").exists, "a refused key was trusted"
+
+    shown = host.check_output(
+        f"GNUPGHOME={KEY_TEST}/home gpg --batch --show-keys --with-colons {KEY_TEST}/key.asc"
+    )
+    (fingerprint,) = openpgp_primary_fingerprints(shown)
+    spaced = " ".join(fingerprint[i : i + 4] for i in range(0, 40, 4))
+    for attempt in ("installs", "changes nothing"):
+        rc, output, _ = playbook.run(
+            SCENARIO / "key.yml", "-e", f"key_test_pin='{spaced}'", limit=limit
+        )
+        assert rc == 0, output
+        if attempt == "changes nothing":
+            assert "changed=0" in output, output
+    keyring = host.file(f"{KEY_TEST}/keyring.asc")
+    assert keyring.content == host.file(f"{KEY_TEST}/key.asc").content
+    assert keyring.mode == 0o644 and keyring.user == "root"
+
+    # A download that is no key at all (a portal's page): refused with gpg's
+    # words, and the key trusted before stays.
+    rc, output, _ = playbook.run(
+        SCENARIO / "key.yml",
+        *("-e", f"key_test_pin='{spaced}'", "-e", "key_test_file=not-a-key.asc"),
+        limit=limit,
+    )
+    said = " ".join(output.split())
+    assert rc != 0, output
+    assert "has the fingerprint(s) none (gpg:" in said, said[-2000:]
+    assert keyring.content == host.file(f"{KEY_TEST}/key.asc").content
