@@ -142,7 +142,7 @@ def test_a_signing_key_is_installed_only_with_the_pinned_fingerprint(host) -> No
     assert rc != 0, output
     assert "not grafana_apt_key_fingerprint (0123456789ABCDEF0123456789ABCDEF01234567)" in said
     assert "It was not installed" in said
-    assert not host.file(f"{KEY_TEST}/keyring.asc").exists, "a refused key was trusted"
+    assert not host.file(f"{KEY_TEST}/keyrings/grafana.asc").exists, "a refused key was trusted"
 
     shown = host.check_output(
         f"GNUPGHOME={KEY_TEST}/home gpg --batch --show-keys --with-colons {KEY_TEST}/key.asc"
@@ -156,7 +156,7 @@ def test_a_signing_key_is_installed_only_with_the_pinned_fingerprint(host) -> No
         assert rc == 0, output
         if attempt == "changes nothing":
             assert "changed=0" in output, output
-    keyring = host.file(f"{KEY_TEST}/keyring.asc")
+    keyring = host.file(f"{KEY_TEST}/keyrings/grafana.asc")
     assert keyring.content == host.file(f"{KEY_TEST}/key.asc").content
     assert keyring.mode == 0o644 and keyring.user == "root"
 
