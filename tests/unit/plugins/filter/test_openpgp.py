@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
-
-from filter_plugins.openpgp import openpgp_primary_fingerprints
+from openpgp import openpgp_primary_fingerprints
 
 # gpg --show-keys --with-colons of a key with a signing subkey (gnupg's doc/DETAILS).
 TWO_KEYS = """\
