@@ -17,7 +17,7 @@ rollback, it carries about a third of it (READ_SHARE, WRITE_SHARE below):
 Asserts: 0 failed reads, 0 failed writes over HTTP/2, 0 failed writes over
 HTTP/1.1 once the client retries with its key, no key with two jobs, every
 accepted job done exactly once (read from the job database), and a prompt flip
-(FLIP_MS, widened on a machine whose answers are slow before the release).
+(FLIP_MS, widened on a machine whose answers are slow around the switch).
 Prints capacity, failures per 10,000 for each client, p99 in steady state and
 during the switches, and the release and rollback timings against their targets.
 """
@@ -261,14 +261,17 @@ def test_release_and_rollback_near_capacity(host: Any, tmp_path: Path) -> None:
     flip_ms = (first_new[0] - old_before[-1]) * 1000 if first_new and old_before else float("nan")
     # One probe at a time: the gap between two probes' starts is the first one's
     # answer time plus the pause, so a loaded machine widens every gap, the
-    # flip's too. The flip may take 1 s, or twice the widest gap the same load
-    # made before the release: a stall of the switch itself stands out above both.
-    steady_starts = [s[0] for s in samples if marks["start"] <= s[0] < marks["release"]]
-    steady_gap_ms = max(
-        ((b - a) * 1000 for a, b in itertools.pairwise(steady_starts)),
+    # flip's too (936 ms once in CI, with probes answering in 1.5 s at p99
+    # during the release). The flip may take 1 s, or twice the widest other gap
+    # from the load's start to the release's end: a stall of the switch itself
+    # stands out above both.
+    starts = [s[0] for s in samples if marks["start"] <= s[0] < marks["released"]]
+    flip_pair = (old_before[-1], first_new[0]) if first_new and old_before else None
+    other_gap_ms = max(
+        ((b - a) * 1000 for a, b in itertools.pairwise(starts) if (a, b) != flip_pair),
         default=0.0,
     )
-    flip_bound_ms = max(FLIP_MS, 2 * steady_gap_ms)
+    flip_bound_ms = max(FLIP_MS, 2 * other_gap_ms)
     # During nginx's graceful reload old workers may still accept a few
     # connections for a moment: the old colour (healthy, still running) answers those.
     rb = marks["rollback"]
@@ -313,9 +316,9 @@ def test_release_and_rollback_near_capacity(host: Any, tmp_path: Path) -> None:
         f"timings: release {release_s:.1f} s (target <= 60), rollback {rollback_s:.1f} s "
         f"(target <= 15), rollback command to traffic on {old} {rollback_to_traffic_s:.1f} s "
         f"(target <= 10), flip {flip_ms:.0f} ms between the last {old} and first {new} answer "
-        f"(bound {flip_bound_ms:.0f} ms: {FLIP_MS} ms, or twice the widest gap between probes "
-        f"before the release, {steady_gap_ms:.0f} ms), {len(mixed)} {old} answers after the "
-        f"first {new} one, "
+        f"(bound {flip_bound_ms:.0f} ms: {FLIP_MS} ms, or twice the widest other gap between "
+        f"probes up to the release's end, {other_gap_ms:.0f} ms), {len(mixed)} {old} answers "
+        f"after the first {new} one, "
         f"over {overlap_ms:.0f} ms"
     )
     _raw, retried = counts
@@ -345,7 +348,8 @@ def test_release_and_rollback_near_capacity(host: Any, tmp_path: Path) -> None:
     assert first_new, f"no answer ever came from {new}: the release did not switch traffic"
     assert flip_ms < flip_bound_ms, (
         f"the flip took {flip_ms:.0f} ms between the last {old} and the first {new} answer "
-        f"(bound {flip_bound_ms:.0f} ms; the widest gap before the release {steady_gap_ms:.0f} ms)"
+        f"(bound {flip_bound_ms:.0f} ms; the widest other gap up to the release's end "
+        f"{other_gap_ms:.0f} ms)"
     )
     assert overlap_ms < FLIP_MS, f"old colour still answered {overlap_ms:.0f} ms after the flip"
     assert read_state(host)["active"] == old
