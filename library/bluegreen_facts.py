@@ -11,8 +11,8 @@ description:
   - Reads what the host really has, and changes nothing. The record (C(state.json)), the release
     lock, the retirement deadlines and the upstream file from the app's directory and nginx's
     configuration; the colour and version nginx answers with on the health path (through the
-    edge, as a user reaches it); and the containers of each colour, passed in O(containers) from
-    C(community.docker.docker_host_info) (or C(docker inspect) documents).
+    edge, as a user reaches it); and the containers of each colour, listed from the Docker
+    engine's socket (O(docker_socket)) or passed in O(containers).
   - Reports drift in words, where these disagree (for example nginx serving a colour that the
     record does not name as active, an upstream file that nginx has not loaded, containers
     running while the record is empty, a version or image that differs from the record).
@@ -64,11 +64,18 @@ options:
     type: float
     default: 5
   containers:
-    description: The app's containers, as the container list of C(docker_host_info) with
-      C(verbose_output) gives them, or as C(docker inspect) documents.
+    description:
+      - The app's containers, as the container list of C(docker_host_info) with
+        C(verbose_output) gives them, or as C(docker inspect) documents.
+      - When omitted, the module lists the containers labelled with O(app) itself, through
+        O(docker_socket) (one request, read-only).
     type: list
     elements: dict
-    default: []
+  docker_socket:
+    description: The Docker engine's socket the containers are listed from (without
+      O(containers)).
+    type: path
+    default: /var/run/docker.sock
   request:
     description:
       - What to plan. C(action) is V(release), V(rollback), V(repair) or V(none); a release names
@@ -95,7 +102,6 @@ EXAMPLES = r"""
     upstreams_file: /etc/nginx/archibald/upstreams.conf
     edge_url: https://127.0.0.1
     edge_host: formicanera.com
-    containers: "{{ host_info.containers }}"
     request:
       action: release
       version: "{{ app_version }}"
@@ -139,7 +145,8 @@ drift:
 plan:
   description: What to do, C(kind) (release, rollback, repair, promote, abort, noop, refuse),
     C(why), C(from_color), C(from_version), C(to_color), C(to_version), C(to_digest),
-    C(to_image_id); for promote and abort C(canary), the canary in progress.
+    C(to_image_id); for promote and abort C(canary), the canary in progress; for a rollback
+    C(warm), whether the colour to go back to runs what its record says (nothing to start).
   returned: always
   type: dict
 """
@@ -148,13 +155,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.bluegreen import BlueGreenError
+from ansible.module_utils.bluegreen import BlueGreenError, docker_listed
 from ansible.module_utils.bluegreen import observe as observe_host
 from ansible.module_utils.httpfetch import fetch
 
 
 def observe(params: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """Everything the module returns (bluegreen.observe), nginx asked through Ansible's client."""
+    """Everything the module returns (bluegreen.observe), nginx asked through Ansible's client
+    and, without ``containers``, the app's containers listed through Docker's socket."""
+    if params.get("containers") is None:
+        socket_path = params["docker_socket"]
+        try:
+            listed = docker_listed(socket_path, params["app"], params["request_timeout"])
+        except OSError as exc:
+            raise BlueGreenError(
+                f"cannot list the containers of {params['app']} through Docker's socket "
+                f"{socket_path}: {exc}. Nothing was changed; check `systemctl status docker` on "
+                f"the host and rerun"
+            ) from exc
+        params = {**params, "containers": listed}
     return observe_host(params, now, fetch)
 
 
@@ -169,7 +188,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "edge_validate_certs": {"type": "bool", "default": True},
     "health_path": {"type": "str", "default": "/health"},
     "request_timeout": {"type": "float", "default": 5},
-    "containers": {"type": "list", "elements": "dict", "default": []},
+    "containers": {"type": "list", "elements": "dict"},
+    "docker_socket": {"type": "path", "default": "/var/run/docker.sock"},
     "request": {"type": "dict", "default": {"action": "none"}},
 }
 

@@ -18,6 +18,11 @@ description:
     colour's share of clients, when traffic last moved, the rollbacks by a gate) are written
     there after the state, under the same lock, from the state written; the host's watchdog
     writes the same text after its own switch (C(render_markers) in C(module_utils/bluegreen.py)).
+  - With O(retire) and O(keep), the same write sets the rollback window of the colour traffic
+    left (C(retire-<colour>.json), which the host's retirement timer reads) and cancels a pending
+    one of the colour that serves again, under the same lock (one module call records a move).
+  - With O(journal), a V(switch) that moved traffic is logged to the journal under that syslog
+    identifier as one JSON line whose C(event) is C(color_switch).
   - An existing file that is not a valid state is never overwritten. The format, its validation
     and the write live in C(module_utils/bluegreen.py), the one owner of the record.
 options:
@@ -87,6 +92,28 @@ options:
         text changes, so a rerun reports no change. The metrics are named after O(app).
       - Not with V(read), which holds no lock.
     type: path
+  retire:
+    description:
+      - After a write action, give colour C(color) a rollback window of C(window_s) seconds from
+        now. Its retirement file gets the deadline after which the host's timer stops it
+        (C(retirement) in C(module_utils/bluegreen.py) owns the format).
+    type: dict
+    suboptions:
+      color:
+        description: The colour to retire after its window.
+        type: str
+        required: true
+      window_s:
+        description: Seconds from now until the colour may be stopped.
+        type: int
+        required: true
+  keep:
+    description: After a write action, cancel a pending retirement of this colour (it serves).
+    type: str
+  journal:
+    description: Syslog identifier (facility daemon) of the journal line a V(switch) logs when
+      it moved traffic; none logs nothing.
+    type: str
   lease:
     description: Renew the release lock's lease for this many seconds from now before writing
       (every write is a heartbeat of the run that holds the lock); 0 leaves it as it is.
@@ -135,6 +162,12 @@ exists:
   description: Whether the state file existed (and was not empty) before the task.
   returned: always
   type: bool
+retirement:
+  description: The retirement file written (O(retire)) and the one removed (O(keep)), if any.
+  returned: when O(retire) or O(keep) is given
+  type: dict
+  sample: {"set": {"color": "blue", "deadline": 1735732800, "deadline_utc": "2025-01-01T12:00:00Z",
+           "set_by": "ci run 42"}, "cancelled": "green"}
 markers:
   description: The deploy markers' file and whether its text changed (with O(markers_file)).
   returned: when O(markers_file) is given
@@ -148,6 +181,9 @@ event:
            "version": "v2", "digest": "sha256:...", "previous_version": "v1", "by": "ci run 42"}
 """
 
+import json
+import os
+import syslog
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from datetime import UTC, datetime
@@ -156,6 +192,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.bluegreen import (
     BlueGreenError,
+    StateError,
     apply_action,
     check_colors,
     fenced,
@@ -164,8 +201,33 @@ from ansible.module_utils.bluegreen import (
     read_text,
     render_markers,
     render_state,
+    retirement,
     write_durably,
+    write_json_durably,
 )
+
+Journal = Callable[[str, str], None]
+
+
+def journal_line(event: Mapping[str, Any]) -> str:
+    """The journal's line for a switch: one JSON object, as every release event is logged."""
+    return json.dumps(
+        {
+            "event": "color_switch",
+            "kind": event.get("event"),
+            "from": event.get("from"),
+            "to": event.get("to"),
+            "version": event.get("version"),
+            "digest": event.get("digest"),
+            "by": event.get("by"),
+        }
+    )
+
+
+def syslog_daemon(ident: str, line: str) -> None:
+    syslog.openlog(ident, syslog.LOG_PID, syslog.LOG_DAEMON)
+    syslog.syslog(syslog.LOG_INFO, line)
+    syslog.closelog()
 
 
 def run(
@@ -173,10 +235,13 @@ def run(
     now: Callable[[], datetime],
     check_mode: bool,
     move: Callable[[str, str], None],
+    journal: Journal = syslog_daemon,
 ) -> dict[str, Any]:
-    """Load, change and (unless check mode) write the state under the fenced lock."""
+    """Load, change and (unless check mode) write the state under the fenced lock, then the
+    retirement files and the journal line of the move."""
     colors = check_colors(params.get("colors"))
-    path = paths(params["dir"], colors)["state"]
+    files = paths(params["dir"], colors)
+    path = files["state"]
     writes = params["action"] != "read"
     if writes and not params.get("token"):
         raise BlueGreenError(
@@ -189,6 +254,15 @@ def run(
             "markers_file is written after a change of the record, under the release lock; "
             "action read changes nothing: give it with the write that moves traffic"
         )
+    retire, keep = params.get("retire"), params.get("keep")
+    if (retire or keep) and not writes:
+        raise BlueGreenError(
+            "retire and keep change the rollback windows under the release lock; action read "
+            "changes nothing: give them with the write that moves traffic"
+        )
+    for name, color in (("retire", (retire or {}).get("color")), ("keep", keep)):
+        if color is not None and color not in colors:
+            raise StateError(f"{name}: {color!r} is not one of {', '.join(colors)}")
     lease = None if check_mode else params.get("lease")
     guard = fenced(params["dir"], params["token"], now, lease) if writes else nullcontext()
     markers: dict[str, Any] = {}
@@ -202,6 +276,15 @@ def run(
         if markers_file:
             markers = write_markers(markers_file, params, colors, after, now(), check_mode, move)
             changed = changed or markers["changed"]
+        retired = windows(files["retire"], retire, keep, params, now())
+        if retire and not check_mode:
+            write_json_durably(files["retire"][retire["color"]], retired["set"], move=move)
+        if retired.get("cancelled") and not check_mode:
+            os.unlink(files["retire"][str(keep)])
+        changed = changed or bool(retired)
+    moved = event is not None and params["action"] == "switch"
+    if moved and params.get("journal") and not check_mode:
+        journal(params["journal"], journal_line(event or {}))
     result: dict[str, Any] = {
         "changed": changed,
         "state": after,
@@ -217,7 +300,29 @@ def run(
         result["event"] = event
     if markers_file:
         result["markers"] = markers
+    if retire or keep:
+        result["retirement"] = retired
     return result
+
+
+def windows(
+    files: Mapping[str, str],
+    retire: Mapping[str, Any] | None,
+    keep: str | None,
+    params: Mapping[str, Any],
+    at: datetime,
+) -> dict[str, Any]:
+    """What the move does to the rollback windows: the retirement to set, the one to cancel."""
+    planned: dict[str, Any] = {}
+    if retire:
+        if retire["color"] == keep:
+            raise StateError(f"retire and keep name the same colour {keep!r}")
+        planned["set"] = retirement(
+            retire["color"], at, int(retire["window_s"]), params.get("by") or "unknown"
+        )
+    if keep and os.path.exists(files[keep]):
+        planned["cancelled"] = keep
+    return planned
 
 
 def write_markers(
@@ -280,6 +385,15 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "colors": {"type": "list", "elements": "str", "default": ["blue", "green"]},
     "history_limit": {"type": "int", "default": 50},
     "lease": {"type": "int", "default": 0},
+    "retire": {
+        "type": "dict",
+        "options": {
+            "color": {"type": "str", "required": True},
+            "window_s": {"type": "int", "required": True},
+        },
+    },
+    "keep": {"type": "str"},
+    "journal": {"type": "str"},
     "markers_file": {"type": "path"},
 }
 

@@ -66,6 +66,13 @@ options:
     type: list
     elements: str
     default: [systemctl, reload, nginx]
+  blocks:
+    description:
+      - After the switch, each colour's upstream blocks as a switch to it without a canary writes
+        them (colour to text), written to C(upstreams-<colour>.conf) in O(dir), root only (0600),
+        when their text changed. The host's watchdog switches nginx to the warm colour by copying
+        one in place; writing them here keeps them equal to what the release just loaded.
+    type: dict
   lease:
     description: Renew the release lock's lease for this many seconds from now before writing
       (every write is a heartbeat of the run that holds the lock); 0 leaves it as it is.
@@ -94,6 +101,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+blocks:
+  description: The colours whose upstream blocks for the watchdog were written (O(blocks)).
+  returned: when O(blocks) is given
+  type: list
+  elements: str
 reloaded:
   description: Whether nginx was reloaded.
   returned: always
@@ -108,9 +120,13 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.bluegreen import (
     BlueGreenError,
     Runner,
+    check_colors,
     normalise_canary,
+    read_text,
     switch_upstreams,
     upstream_text,
+    watchdog_blocks_path,
+    write_durably,
 )
 
 
@@ -128,7 +144,7 @@ def run(
         params["content"],
         normalise_canary(params.get("canary")),
     )
-    return switch_upstreams(
+    result = switch_upstreams(
         params["dir"],
         params["token"],
         params["upstreams_file"],
@@ -144,6 +160,26 @@ def run(
         lease_s=params.get("lease"),
         move=move,
     )
+    blocks = params.get("blocks")
+    if blocks is not None:
+        result["blocks"] = write_blocks(params["dir"], blocks, check_mode, move)
+        result["changed"] = result["changed"] or bool(result["blocks"])
+    return result
+
+
+def write_blocks(
+    directory: str, blocks: Mapping[str, Any], check_mode: bool, move: Callable[[str, str], None]
+) -> list[str]:
+    """Write each colour's blocks whose text changed; the colours written, in order."""
+    check_colors(list(blocks))
+    written = []
+    for color, text in sorted(blocks.items()):
+        path = watchdog_blocks_path(directory, color)
+        if read_text(path) != str(text):
+            written.append(color)
+            if not check_mode:
+                write_durably(path, str(text), mode=0o600, move=move)
+    return written
 
 
 ARGUMENT_SPEC: dict[str, Any] = {
@@ -163,6 +199,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
         "default": ["systemctl", "reload", "nginx"],
     },
     "lease": {"type": "int", "default": 0},
+    "blocks": {"type": "dict"},
 }
 
 

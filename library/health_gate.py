@@ -15,6 +15,10 @@ description:
     (status, body excerpt, error) and what was expected.
   - Runs on the target host; asks the URLs with Ansible's own HTTP client
     (C(ansible.module_utils.urls)), certificates checked unless O(validate_certs=false).
+  - With O(containers), the containers behind the URLs must also keep running through the gate.
+    They are read from the Docker engine's socket before the first round and after the last. The
+    gate fails when one stopped, restarted (its restart count rose) or runs another image than
+    O(image_id); a container that crash-loops can answer healthy between its restarts.
 options:
   urls:
     description: URLs to check, each one in every round.
@@ -56,6 +60,18 @@ options:
     description: Verify TLS certificates of HTTPS URLs.
     type: bool
     default: true
+  containers:
+    description: Names of the containers that must keep running, unrestarted, through the gate.
+    type: list
+    elements: str
+    default: []
+  image_id:
+    description: The image ID every container of O(containers) must run (none checks no image).
+    type: str
+  docker_socket:
+    description: The Docker engine's socket O(containers) are read from.
+    type: path
+    default: /var/run/docker.sock
 attributes:
   check_mode:
     support: full
@@ -119,6 +135,12 @@ last_answers:
     ok:
       description: Whether the answer is healthy.
       type: bool
+containers:
+  description: Each container of O(containers) as read after the last round (name, image_id,
+    running, restart_count, started_at and its labels' colour, service, version, digest, config).
+  returned: when O(containers) is given and the rounds passed
+  type: list
+  elements: dict
 would_check:
   description: In check mode, the URLs and expectations that would have been checked.
   returned: check mode
@@ -132,6 +154,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.bluegreen import docker_inspected
 from ansible.module_utils.httpfetch import fetch
 
 BODY_EXCERPT = 300
@@ -279,6 +302,42 @@ def failure_message(
     )
 
 
+Inspect = Callable[[str], dict[str, Any]]
+
+
+def read_containers(names: list[str], inspect: Inspect) -> dict[str, dict[str, Any] | None]:
+    """Each container by name as ``bluegreen.summarize_container`` sees it; None when gone."""
+    found: dict[str, dict[str, Any] | None] = {}
+    for name in names:
+        try:
+            found[name] = inspect(name)
+        except OSError:
+            found[name] = None
+    return found
+
+
+def container_problems(
+    before: Mapping[str, dict[str, Any] | None],
+    after: Mapping[str, dict[str, Any] | None],
+    image_id: str | None,
+) -> list[str]:
+    """Why the containers did not keep running through the gate; empty when they did."""
+    problems = []
+    for name, now in after.items():
+        then = before.get(name)
+        if now is None or then is None:
+            problems.append(f"{name} is gone (Docker does not know it)")
+            continue
+        restarts = int(now["restart_count"] or 0) - int(then["restart_count"] or 0)
+        if not now["running"]:
+            problems.append(f"{name} is not running (exit code {now['exit_code']})")
+        if restarts:
+            problems.append(f"{name} restarted {restarts} time(s) while it was gated")
+        if image_id and now["image_id"] != image_id:
+            problems.append(f"{name} runs image {now['image_id']} instead of {image_id}")
+    return problems
+
+
 ARGUMENT_SPEC: dict[str, Any] = {
     "urls": {"type": "list", "elements": "str", "required": True, "aliases": ["url"]},
     "status_code": {"type": "list", "elements": "int", "default": [200]},
@@ -289,6 +348,9 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "consecutive": {"type": "int", "default": 3},
     "headers": {"type": "dict", "default": {}},
     "validate_certs": {"type": "bool", "default": True},
+    "containers": {"type": "list", "elements": "str", "default": []},
+    "image_id": {"type": "str"},
+    "docker_socket": {"type": "path", "default": "/var/run/docker.sock"},
 }
 
 
@@ -324,6 +386,11 @@ def main() -> None:
             msg="check mode: nothing polled",
         )
 
+    def inspect(name: str) -> dict[str, Any]:
+        return docker_inspected(p["docker_socket"], name, p["request_timeout"])
+
+    names = list(p["containers"] or [])
+    before = read_containers(names, inspect)
     result = run_gate(
         p["urls"],
         status_codes=p["status_code"],
@@ -347,6 +414,16 @@ def main() -> None:
             msg=failure_message(result, p["status_code"], p["expect_json"], p["consecutive"]),
             **output,
         )
+    if names:
+        after = read_containers(names, inspect)
+        output["containers"] = [after[name] for name in names]
+        problems = container_problems(before, after, p["image_id"])
+        if problems:
+            module.fail_json(
+                msg=f"the answers were healthy, but not the containers behind them: "
+                f"{'; '.join(problems)}",
+                **output,
+            )
     module.exit_json(**output)
 
 

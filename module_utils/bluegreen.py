@@ -15,7 +15,7 @@ Layout of one app's directory (``<state_dir>/<app>/``)::
     release.lock        who may change anything now (owner, token, expiry)
     retire-<colour>.json  when the host's timer stops a colour whose rollback window is over
     upstreams-<colour>.conf  nginx's upstream blocks that send everyone to that colour (root
-                        only, written by the role), which the host's watchdog switches to
+                        only, written by the role's switch), which the host's watchdog switches to
     watchdog.json       the host's watchdog: what it saw last, its last action, its counters
 
 Every function here is pure or takes its clock and its file move as arguments,
@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import http.client
 import json
 import os
 import secrets
+import socket
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -126,6 +129,11 @@ def paths(directory: str, colors: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def watchdog_blocks_path(directory: str, color: str) -> str:
+    """The upstream blocks that send everyone to ``color``, kept for the host's watchdog."""
+    return os.path.join(directory, f"upstreams-{color}.conf")
+
+
 def check_colors(colors: Any) -> list[str]:
     names = list(colors or [])
     if len(names) != 2 or names[0] == names[1] or not all(isinstance(c, str) and c for c in names):
@@ -212,6 +220,20 @@ def read_deadline(path: str) -> float | None:
         return float(json.loads(text)["deadline"])
     except (ValueError, KeyError, TypeError) as exc:
         raise BlueGreenError(f"cannot read the retirement deadline in {path}: {exc}") from exc
+
+
+def retirement(color: str, at: datetime, window_s: int, by: str) -> dict[str, Any]:
+    """The retirement file of ``color``: the host's timer stops it after ``deadline``.
+
+    The one owner of the file's format: the role's record of a move (bluegreen_state's
+    ``retire``) and the watchdog's switch write it, the retirement script reads it."""
+    deadline = int(at.timestamp()) + int(window_s)
+    return {
+        "color": color,
+        "deadline": deadline,
+        "deadline_utc": iso(datetime.fromtimestamp(deadline, UTC)),
+        "set_by": by,
+    }
 
 
 # --- state -----------------------------------------------------------------
@@ -992,6 +1014,69 @@ def summarize_container(doc: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# --- the Docker engine, read-only ------------------------------------------
+
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+class DockerSocket(http.client.HTTPConnection):
+    """HTTP to the Docker engine's API on its Unix socket (standard library only)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+def docker_get(socket_path: str, url: str, timeout: float) -> Any:
+    """GET ``url`` from the Docker engine's API; its JSON, or OSError naming the answer."""
+    connection = DockerSocket(socket_path, timeout)
+    try:
+        connection.request("GET", url)
+        answer = connection.getresponse()
+        body = answer.read()
+        if answer.status != 200:
+            raise OSError(f"Docker answered {url} with HTTP {answer.status}: {body[:200]!r}")
+        return json.loads(body)
+    finally:
+        connection.close()
+
+
+def docker_listed(
+    socket_path: str, app: str, timeout: float, color: str | None = None
+) -> list[dict[str, Any]]:
+    """The app's containers (of one colour, if given) as Docker's container list
+    gives them: labels, image, state; no environment, which holds the env file's
+    secrets."""
+    labels = [f"{LABEL}app={app}"] + ([f"{LABEL}color={color}"] if color else [])
+    query = urllib.parse.quote(json.dumps({"label": labels}))
+    listed: list[dict[str, Any]] = docker_get(
+        socket_path, f"/containers/json?all=1&filters={query}", timeout
+    )
+    return listed
+
+
+def docker_inspected(socket_path: str, name: str, timeout: float) -> dict[str, Any]:
+    """One container as ``summarize_container`` sees it, with its restart count."""
+    quoted = urllib.parse.quote(name, safe="")
+    return summarize_container(docker_get(socket_path, f"/containers/{quoted}/json", timeout))
+
+
+def docker_containers(
+    socket_path: str, app: str, color: str, timeout: float
+) -> list[dict[str, Any]]:
+    """The colour's containers as bluegreen.summarize_container sees them (with restart counts)."""
+    return [
+        docker_inspected(socket_path, c["Id"], timeout)
+        for c in docker_listed(socket_path, app, timeout, color)
+    ]
+
+
 def colors_of(
     containers: Sequence[Mapping[str, Any]], colors: Sequence[str], services: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
@@ -1239,14 +1324,26 @@ def plan(
         refused = refuse_bad(target["version"])
         if refused:
             return refused
+        found = per_color.get(to) or {}
+        # Inside the rollback window: every container of the colour runs what its
+        # record says (the settings' hash and the image), so nothing is started again.
+        warm = bool(
+            found.get("running")
+            and not found.get("restarting")
+            and found.get("config") == target.get("config")
+            and found.get("image_id") == target.get("image_id")
+            and target.get("image_id")
+        )
         return {
             "kind": "rollback",
-            "why": f"back to the version recorded on {to}",
+            "why": f"back to the version recorded on {to}"
+            + (", which still runs it (warm)" if warm else ", started again from its record"),
             **current,
             "to_color": to,
             "to_version": target["version"],
             "to_digest": target.get("digest"),
             "to_image_id": target.get("image_id"),
+            "warm": warm,
         }
 
     if action != "release":

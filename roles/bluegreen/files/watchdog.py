@@ -45,11 +45,9 @@ beside it from the repository's module_utils/ (PYTHONPATH in the unit).
 from __future__ import annotations
 
 import dataclasses
-import http.client
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -61,7 +59,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import bluegreen as core
@@ -323,55 +321,10 @@ def run_command(argv: list[str]) -> tuple[int, str, str]:
     return result.returncode, result.stdout, result.stderr
 
 
-class DockerSocket(http.client.HTTPConnection):
-    """HTTP to the Docker engine's API on its Unix socket (standard library only)."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.socket_path)
-        self.sock = sock
-
-
-def docker_get(socket_path: str, url: str, timeout: float) -> Any:
-    connection = DockerSocket(socket_path, timeout)
-    try:
-        connection.request("GET", url)
-        answer = connection.getresponse()
-        body = answer.read()
-        if answer.status != 200:
-            raise OSError(f"Docker answered {url} with HTTP {answer.status}: {body[:200]!r}")
-        return json.loads(body)
-    finally:
-        connection.close()
-
-
-def docker_listed(
-    socket_path: str, app: str, timeout: float, color: str | None = None
-) -> list[dict[str, Any]]:
-    """The app's containers (of one colour, if given) as Docker's container list
-    gives them: labels, image, state; no environment, which holds the env file's
-    secrets."""
-    labels = [f"{core.LABEL}app={app}"] + ([f"{core.LABEL}color={color}"] if color else [])
-    query = urllib.parse.quote(json.dumps({"label": labels}))
-    listed: list[dict[str, Any]] = docker_get(
-        socket_path, f"/containers/json?all=1&filters={query}", timeout
-    )
-    return listed
-
-
-def docker_containers(
-    socket_path: str, app: str, color: str, timeout: float
-) -> list[dict[str, Any]]:
-    """The colour's containers as bluegreen.summarize_container sees them (with restart counts)."""
-    return [
-        core.summarize_container(docker_get(socket_path, f"/containers/{c['Id']}/json", timeout))
-        for c in docker_listed(socket_path, app, timeout, color)
-    ]
+# The Docker engine's API, read-only: bluegreen.py owns it (the modules read it too).
+docker_get = core.docker_get
+docker_listed = core.docker_listed
+docker_containers = core.docker_containers
 
 
 Fetch = Callable[..., tuple[int | None, str, str | None]]
@@ -570,7 +523,7 @@ class Host:
         s = self.settings
         live = str(state["active"])
         record = state["colors"][warm]
-        content = core.read_text(os.path.join(s.dir, f"upstreams-{warm}.conf"))
+        content = core.read_text(core.watchdog_blocks_path(s.dir, warm))
         if content is None:
             return f"no upstream file for {warm} in {s.dir}: provision the host again"
         previous = core.read_text(s.upstreams_file)
@@ -632,15 +585,9 @@ class Host:
                 new["history"][-1] = {**new["history"][-1], "reason": reason}
             core.write_durably(self.files["state"], core.render_state(new))
             self.write_markers(new)
-            deadline = int(at.timestamp()) + s.rollback_window_s
             core.write_json_durably(
                 self.files["retire"][live],
-                {
-                    "color": live,
-                    "deadline": deadline,
-                    "deadline_utc": core.iso(at + timedelta(seconds=s.rollback_window_s)),
-                    "set_by": s.owner,
-                },
+                core.retirement(live, at, s.rollback_window_s, s.owner),
             )
         self.log(
             "watchdog_switch",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
+import socketserver
 import sys
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -109,3 +111,95 @@ def run_module(capsys: pytest.CaptureFixture[str]) -> RunModule:
         return result
 
     return _run
+
+
+# --- a Docker engine on a Unix socket, read-only ----------------------------------
+
+
+class FakeDocker(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """Docker's API for reading containers: ``containers`` maps a name to its
+    ``docker inspect`` document; the list filters by label as Docker does. A
+    container named in ``restarting`` restarts before each time it is read (a
+    crash loop). ``path`` is the socket."""
+
+    daemon_threads = True
+    path: str
+    containers: dict[str, dict[str, Any]]
+    restarting: set[str]
+    seen: list[str]
+
+
+class DockerHandler(BaseHTTPRequestHandler):
+    server: FakeDocker
+
+    def do_GET(self) -> None:
+        self.server.seen.append(self.path)
+        url = urllib.parse.urlsplit(self.path)
+        docs = self.server.containers
+        body: Any
+        if url.path == "/containers/json":
+            wanted = json.loads(urllib.parse.parse_qs(url.query)["filters"][0])["label"]
+            body = [
+                {
+                    "Id": doc["Id"],
+                    "Names": [doc["Name"]],
+                    "Image": doc["Config"]["Image"],
+                    "ImageID": doc["Image"],
+                    "Labels": doc["Config"]["Labels"],
+                    "State": "running" if doc["State"]["Running"] else "exited",
+                }
+                for doc in docs.values()
+                if all(
+                    doc["Config"]["Labels"].get(k) == v
+                    for k, v in (label.split("=", 1) for label in wanted)
+                )
+            ]
+        else:
+            key = urllib.parse.unquote(url.path.split("/")[2])
+            found = [d for n, d in docs.items() if key in (n, d["Id"])]
+            if not found:
+                self.send_error(404)
+                return
+            body = found[0]
+            if body["Name"].lstrip("/") in self.server.restarting:
+                body["RestartCount"] += 1
+        payload = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+def docker_doc(
+    name: str, color: str, service: str, restarts: int = 0, running: bool = True
+) -> dict[str, Any]:
+    """A container's ``docker inspect`` document with the role's labels."""
+    return {
+        "Id": f"id-{name}",
+        "Name": f"/{name}",
+        "Image": "sha256:i",
+        "RestartCount": restarts,
+        "Config": {
+            "Image": "img",
+            "Labels": {
+                "org.archibald.app": "archibald",
+                "org.archibald.color": color,
+                "org.archibald.service": service,
+            },
+        },
+        "State": {"Running": running, "Restarting": False, "StartedAt": "2025-01-01T00:00:00Z"},
+    }
+
+
+@pytest.fixture
+def docker(tmp_path: Path) -> Iterator[FakeDocker]:
+    path = str(tmp_path / "docker.sock")
+    server = FakeDocker(path, DockerHandler)
+    server.path, server.containers, server.restarting, server.seen = path, {}, set(), []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()

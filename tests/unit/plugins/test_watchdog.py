@@ -7,12 +7,9 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import socketserver
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
+from conftest import FakeDocker, docker_doc
 
 ROOT = Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "bluegreen"
@@ -527,46 +525,12 @@ def test_metrics_exist_before_any_action() -> None:
 # --- Docker's socket ---------------------------------------------------------------
 
 
-class DockerHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        if self.path.startswith("/containers/json"):
-            assert "org.archibald.color%3Dblue" in self.path.replace("%22", "")
-            body: Any = [{"Id": "abc"}]
-        else:
-            assert self.path == "/containers/abc/json"
-            body = {
-                "Name": "/archibald-backend-blue",
-                "Image": "sha256:i",
-                "RestartCount": 3,
-                "Config": {
-                    "Image": "img",
-                    "Labels": {"org.archibald.color": "blue", "org.archibald.service": "backend"},
-                },
-                "State": {"Running": True, "Restarting": False},
-            }
-        payload = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
-
-
-def test_containers_are_read_from_dockers_socket(tmp_path: Path) -> None:
-    path = str(tmp_path / "docker.sock")
-
-    class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-        daemon_threads = True
-
-    server = Server(path, DockerHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        found = wd.docker_containers(path, "archibald", "blue", 2.0)
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_containers_are_read_from_dockers_socket(docker: FakeDocker) -> None:
+    docker.containers = {
+        "archibald-backend-blue": docker_doc("archibald-backend-blue", "blue", "backend", 3),
+        "archibald-backend-green": docker_doc("archibald-backend-green", "green", "backend"),
+    }
+    found = wd.docker_containers(docker.path, "archibald", "blue", 2.0)
     assert [(c["name"], c["service"], c["restart_count"]) for c in found] == [
         ("archibald-backend-blue", "backend", 3)
     ]

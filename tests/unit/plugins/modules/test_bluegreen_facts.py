@@ -10,6 +10,7 @@ from typing import Any
 import bluegreen_facts
 import pytest
 from ansible.module_utils import bluegreen as core
+from conftest import FakeDocker, docker_doc
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -112,3 +113,28 @@ def test_module_reports_without_change(
 ) -> None:
     result = run_module(bluegreen_facts.main, params(tmp_path, base), check=check)
     assert result["changed"] is False and result["plan"]["kind"] == "noop"
+
+
+def test_without_containers_the_module_lists_them_from_dockers_socket(
+    tmp_path: Path, base: str, docker: FakeDocker
+) -> None:
+    write_state(tmp_path, "green", {"green": "v2"})
+    (tmp_path / "upstreams.conf").write_text(core.render_marker("green", "v2", None) + "\n")
+    docker.containers = {
+        f"archibald-{s}-green": docker_doc(f"archibald-{s}-green", "green", s)
+        for s in ("backend", "frontend")
+    }
+    docker.containers["other-app"] = docker_doc("other-app", "green", "backend")
+    docker.containers["other-app"]["Config"]["Labels"]["org.archibald.app"] = "other"
+    extra = {"docker_socket": docker.path, "containers": None}
+    facts = bluegreen_facts.observe(params(tmp_path, base, **extra), NOW)
+    green = facts["colors"]["green"]
+    assert green["running"] and sorted(green["services"]) == ["backend", "frontend"]
+    assert len(docker.seen) == 1, "one request: the list"
+
+
+def test_a_docker_that_does_not_answer_is_named(tmp_path: Path, base: str) -> None:
+    write_state(tmp_path, "green", {"green": "v2"})
+    extra = {"docker_socket": str(tmp_path / "no.sock"), "containers": None}
+    with pytest.raises(core.BlueGreenError, match=r"through Docker's socket .*no\.sock.*rerun"):
+        bluegreen_facts.observe(params(tmp_path, base, **extra), NOW)

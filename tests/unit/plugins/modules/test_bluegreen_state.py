@@ -240,3 +240,83 @@ def test_markers_errors_say_what_to_do(tmp_path: Path, extra: dict[str, Any], me
     take_lock(tmp_path)
     with pytest.raises(core.BlueGreenError, match=message):
         run(tmp_path, **{"markers_file": str(markers_of(tmp_path)), **extra})
+
+
+def test_a_move_sets_the_window_of_the_colour_left_and_cancels_the_one_that_serves(
+    tmp_path: Path,
+) -> None:
+    take_lock(tmp_path)
+    (tmp_path / "retire-blue.json").write_text(json.dumps({"deadline": 1}))
+    lines: list[tuple[str, str]] = []
+    result = bluegreen_state.run(
+        params(
+            tmp_path,
+            retire={"color": "green", "window_s": 600},
+            keep="blue",
+            journal="archibald-release",
+            event="rollback",
+        ),
+        lambda: NOW,
+        False,
+        os.replace,
+        lambda ident, line: lines.append((ident, line)),
+    )
+    assert result["changed"] and not (tmp_path / "retire-blue.json").exists()
+    written = json.loads((tmp_path / "retire-green.json").read_text())
+    assert written == core.retirement("green", NOW, 600, "ci") == result["retirement"]["set"]
+    assert written["deadline"] == int(NOW.timestamp()) + 600
+    assert written["deadline_utc"] == "2025-01-02T03:14:05Z"
+    assert result["retirement"]["cancelled"] == "blue"
+    assert oct((tmp_path / "retire-green.json").stat().st_mode & 0o777) == "0o644"
+    [(ident, line)] = lines
+    assert ident == "archibald-release"
+    assert json.loads(line) == {
+        "event": "color_switch",
+        "kind": "rollback",
+        "from": None,
+        "to": "blue",
+        "version": "v1",
+        "digest": "sha256:aa",
+        "by": "ci",
+    }
+
+
+def test_no_journal_line_when_traffic_did_not_move_and_nothing_in_check_mode(
+    tmp_path: Path,
+) -> None:
+    take_lock(tmp_path)
+    lines: list[str] = []
+    for check in (True, False, False):
+        bluegreen_state.run(
+            params(tmp_path, journal="app-release", retire={"color": "green", "window_s": 5}),
+            lambda: NOW,
+            check,
+            os.replace,
+            lambda _ident, line: lines.append(line),
+        )
+        # Check mode writes no retirement either.
+        assert (tmp_path / "retire-green.json").exists() is not check
+    assert len(lines) == 1, "the rerun moved nothing and logged nothing"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        pytest.param(
+            {"retire": {"color": "red", "window_s": 5}}, "not one of", id="unknown-colour"
+        ),
+        pytest.param(
+            {"keep": "blue", "retire": {"color": "blue", "window_s": 5}},
+            "same colour",
+            id="retire-and-keep-the-same",
+        ),
+        pytest.param({"action": "read", "keep": "blue"}, "action read", id="read"),
+    ],
+)
+def test_retirement_errors_say_what_to_do(
+    tmp_path: Path, extra: dict[str, Any], message: str
+) -> None:
+    take_lock(tmp_path)
+    with pytest.raises(core.BlueGreenError, match=message):
+        run(tmp_path, **extra)
+    assert not (tmp_path / "retire-blue.json").exists()

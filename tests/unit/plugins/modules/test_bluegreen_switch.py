@@ -119,3 +119,40 @@ def test_check_mode_reports_without_writing(tmp_path: Path) -> None:
     result = switch(tmp_path, nginx, check=True)
     assert result["changed"] and not result["reloaded"]
     assert upstreams.read_text() == before and nginx.calls == []
+
+
+def test_the_switch_writes_each_colours_blocks_for_the_watchdog_when_they_changed(
+    tmp_path: Path,
+) -> None:
+    setup(tmp_path)
+    blocks = {"blue": BLUE, "green": GREEN}
+
+    def switch(check: bool = False, **extra: Any) -> dict[str, Any]:
+        return bluegreen_switch.run(
+            params(tmp_path, blocks=blocks, **extra), lambda: NOW, Nginx(), check, os.replace
+        )
+
+    assert switch(check=True)["blocks"] == ["blue", "green"]
+    assert not (tmp_path / "upstreams-green.conf").exists(), "check mode wrote a block"
+    first = switch()
+    assert first["changed"] and first["blocks"] == ["blue", "green"]
+    for color, text in blocks.items():
+        path = Path(core.watchdog_blocks_path(str(tmp_path), color))
+        assert path.read_text() == text and oct(path.stat().st_mode & 0o777) == "0o600"
+    again = switch()
+    assert again["blocks"] == [] and not again["changed"]
+    blocks["blue"] = BLUE.replace("8101", "8111")
+    assert switch()["blocks"] == ["blue"]
+
+
+def test_a_failed_switch_writes_no_blocks(tmp_path: Path) -> None:
+    setup(tmp_path)
+    with pytest.raises(core.BlueGreenError, match="refused"):
+        bluegreen_switch.run(
+            params(tmp_path, blocks={"blue": BLUE, "green": GREEN}),
+            lambda: NOW,
+            Nginx(test_rc=1),
+            False,
+            os.replace,
+        )
+    assert not (tmp_path / "upstreams-green.conf").exists()

@@ -8,7 +8,7 @@ from typing import Any
 
 import health_gate
 import pytest
-from conftest import GREEN_V2, HealthServer
+from conftest import GREEN_V2, FakeDocker, HealthServer, docker_doc
 from health_gate import judge, run_gate
 
 FAST: dict[str, Any] = {"interval": 0.05, "request_timeout": 0.3}
@@ -178,3 +178,74 @@ def test_module_bad_arguments(run_module: Any, args: dict[str, Any], message: st
     result = run_module(health_gate.main, args)
     assert result["failed"]
     assert re.search(message, result["msg"])
+
+
+def gate_with_containers(run_module: Any, base: str, docker: FakeDocker, **extra: Any) -> Any:
+    return run_module(
+        health_gate.main,
+        {
+            "urls": [base + "/healthy"],
+            "consecutive": 2,
+            "interval": 0.05,
+            "timeout": 5,
+            "containers": ["archibald-backend-green", "archibald-frontend-green"],
+            "docker_socket": docker.path,
+            **extra,
+        },
+    )
+
+
+def test_the_gate_returns_the_containers_that_kept_running(
+    run_module: Any, base: str, docker: FakeDocker
+) -> None:
+    docker.containers = {
+        n: docker_doc(n, "green", n.split("-")[1], restarts=2)
+        for n in ("archibald-backend-green", "archibald-frontend-green")
+    }
+    result = gate_with_containers(run_module, base, docker, image_id="sha256:i")
+    assert not result.get("failed"), result.get("msg")
+    assert [(c["name"], c["image_id"], c["restart_count"]) for c in result["containers"]] == [
+        ("archibald-backend-green", "sha256:i", 2),
+        ("archibald-frontend-green", "sha256:i", 2),
+    ]
+    # Read once before the first round and once after the last.
+    assert len(docker.seen) == 4
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(
+            lambda d: d.restarting.add("archibald-frontend-green"),
+            "archibald-frontend-green restarted 1 time(s) while it was gated",
+            id="crash-loop-healthy-between-restarts",
+        ),
+        pytest.param(
+            lambda d: d.containers["archibald-backend-green"]["State"].update(Running=False),
+            "archibald-backend-green is not running",
+            id="stopped",
+        ),
+        pytest.param(
+            lambda d: d.containers.pop("archibald-backend-green"),
+            "archibald-backend-green is gone",
+            id="gone",
+        ),
+        pytest.param(
+            lambda d: d.containers["archibald-backend-green"].update(Image="sha256:other"),
+            "archibald-backend-green runs image sha256:other instead of sha256:i",
+            id="other-image",
+        ),
+    ],
+)
+def test_healthy_answers_with_a_container_that_did_not_keep_running_fail_the_gate(
+    run_module: Any, base: str, docker: FakeDocker, change: Any, message: str
+) -> None:
+    docker.containers = {
+        n: docker_doc(n, "green", n.split("-")[1])
+        for n in ("archibald-backend-green", "archibald-frontend-green")
+    }
+    change(docker)
+    result = gate_with_containers(run_module, base, docker, image_id="sha256:i")
+    assert result["failed"]
+    assert result["msg"].startswith("the answers were healthy, but not the containers behind")
+    assert message in result["msg"]
