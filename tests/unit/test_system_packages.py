@@ -221,13 +221,19 @@ TOOL_PACKAGES = {
     "shellcheck": "shellcheck",
     "nginx": "nginx",
     "gpg": "gpg",
+    "chromium": "chromium",
 }
 CALLS = re.compile(r'shutil\.which\("(?P<tool>[\w.-]+)"\)|"/usr/s?bin/(?P<path>[\w.-]+)"')
 
 
 def test_every_program_the_unit_tests_run_comes_from_the_unit_group() -> None:
     found: dict[str, str] = {}
-    for test in sorted([*ROOT.glob("tests/unit/**/*.py"), *ROOT.glob("app/tests/**/*.py")]):
+    tests = [
+        *ROOT.glob("tests/unit/**/*.py"),
+        *ROOT.glob("app/tests/**/*.py"),
+        *ROOT.glob("node/*/test/**/*.js"),
+    ]
+    for test in sorted(tests):
         if test == Path(__file__).resolve():
             continue  # this file names the pattern, not a program it runs
         for match in CALLS.finditer(test.read_text(encoding="utf-8")):
