@@ -1016,8 +1016,6 @@ def summarize_container(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 # --- the Docker engine, read-only ------------------------------------------
 
-DOCKER_SOCKET = "/var/run/docker.sock"
-
 
 class DockerSocket(http.client.HTTPConnection):
     """HTTP to the Docker engine's API on its Unix socket (standard library only)."""

@@ -321,12 +321,6 @@ def run_command(argv: list[str]) -> tuple[int, str, str]:
     return result.returncode, result.stdout, result.stderr
 
 
-# The Docker engine's API, read-only: bluegreen.py owns it (the modules read it too).
-docker_get = core.docker_get
-docker_listed = core.docker_listed
-docker_containers = core.docker_containers
-
-
 Fetch = Callable[..., tuple[int | None, str, str | None]]
 
 
@@ -378,7 +372,7 @@ class Host:
         self.settings = settings
         self.fetch = fetch
         self.containers = containers or (
-            lambda color: docker_containers(
+            lambda color: core.docker_containers(
                 settings.docker_socket, settings.app, color, settings.timeout_s
             )
         )
@@ -789,7 +783,7 @@ def observed(
     listed = (
         containers()
         if containers is not None
-        else docker_listed(settings.docker_socket, settings.app, settings.timeout_s)
+        else core.docker_listed(settings.docker_socket, settings.app, settings.timeout_s)
     )
     facts = core.observe(
         {

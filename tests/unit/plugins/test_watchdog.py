@@ -530,7 +530,7 @@ def test_containers_are_read_from_dockers_socket(docker: FakeDocker) -> None:
         "archibald-backend-blue": docker_doc("archibald-backend-blue", "blue", "backend", 3),
         "archibald-backend-green": docker_doc("archibald-backend-green", "green", "backend"),
     }
-    found = wd.docker_containers(docker.path, "archibald", "blue", 2.0)
+    found = wd.core.docker_containers(docker.path, "archibald", "blue", 2.0)
     assert [(c["name"], c["service"], c["restart_count"]) for c in found] == [
         ("archibald-backend-blue", "backend", 3)
     ]
